@@ -1,0 +1,1 @@
+"""Infuse fine-grained visual knowledge into a CLIP vision encoder without forgetting."""

@@ -1,0 +1,58 @@
+"""`python -m pipeline <stage> [name]`: the one entry point used by DVC, Snakemake and people.
+
+Imports are lazy so `--help` and light stages do not pay torch's start-up time.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import time
+
+# name → (module, help, takes a name argument)
+STAGES: dict[str, tuple[str, str, str | None]] = {
+    "prepare": ("pipeline.stages.prepare", "prepare one dataset: manifest + class-disjoint splits", "dataset"),
+    "teacher": ("pipeline.stages.teacher", "build (embedded) or load (open_clip) the pretrained VLM", None),
+    "features": ("pipeline.stages.features", "frozen-teacher features: distillation targets, text", None),
+    "finetune": ("pipeline.stages.finetune", "fine-tune the vision encoder with one method", "method"),
+    "embed": ("pipeline.stages.embed", "embed the evaluation sets with one method's encoder", "method"),
+    "index": ("pipeline.stages.index", "build FAISS indices over one method's embeddings", "method"),
+    "evaluate": ("pipeline.stages.evaluate", "kNN, image-text and zero-shot metrics of one method", "method"),
+    "report": ("pipeline.stages.report", "reports/metrics.json, plots and report.md", None),
+    "summary": ("pipeline.stages.report", "print the summary table of reports/metrics.json", None),
+    "configure": ("pipeline.stages.configure", "compose params.yaml from a Hydra preset + overrides", None),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="stage", required=True)
+    for name, (_, help_text, arg) in STAGES.items():
+        p = sub.add_parser(name, help=help_text)
+        if name == "configure":
+            p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=paper_sop_siglip")
+            p.add_argument("--output", default="params.yaml")
+            continue
+        if arg:
+            p.add_argument(arg)
+        p.add_argument("--params", default="params.yaml", help="the configuration file (default params.yaml)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    module = importlib.import_module(STAGES[args.stage][0])
+    start = time.time()
+    from pipeline.config import ConfigError
+    try:
+        entry = getattr(module, "summary" if args.stage == "summary" else "main")
+        entry(args)
+    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as err:
+        print(f"error [{args.stage}]: {err}", file=sys.stderr)
+        sys.exit(1)
+    if args.stage not in ("summary", "configure"):
+        print(f"[{args.stage}] done in {time.time() - start:.1f} s", file=sys.stderr)

@@ -1,0 +1,269 @@
+"""The one configuration: a typed schema for params.yaml, loading, validation and presets.
+
+params.yaml is the resolved configuration that DVC, Snakemake and every stage read. Hydra presets
+under `conf/` compose it (`python -m pipeline configure experiment=...`, or DVC's Hydra mode on
+`dvc exp run -S ...`). Loading goes through OmegaConf structured configs, so an unknown key or a
+wrong type fails before any work with the dotted key in the message; `validate` then checks ranges.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """A params.yaml problem, always naming the offending key."""
+
+
+# ----------------------------------------------------------------------------------- schema
+@dataclass
+class RuntimeCfg:
+    device: str = "auto"          # auto | cpu | cuda
+    threads: int = 2              # torch intra-op threads (0 = torch's default)
+    precision: str = "fp32"       # fp32 | bf16 (autocast; bf16 is meant for CUDA)
+    compile: bool = False         # torch.compile the vision tower (CUDA)
+    num_workers: int = 0          # DataLoader workers for file-backed datasets
+
+
+@dataclass
+class DatasetCfg:
+    """One dataset. `source` picks the reader; the other keys are that reader's options."""
+    source: str = MISSING         # embedded_glyphs | embedded_web | folder | csv | <real dataset names>
+    seed: int = 0
+    # embedded_glyphs
+    n_classes: int = 300
+    per_class: int = 16
+    # embedded_web: images per split of the procedural shapes world; animals use fractions
+    shapes: dict[str, int] = field(default_factory=lambda: {"train": 6000, "val": 1000, "test": 1000})
+    animals: dict[str, float] = field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
+    # real / user data
+    root: Optional[str] = None    # local folder holding the dataset
+    url: Optional[str] = None     # archive URL (or mirror) when no local folder
+    sha256: Optional[str] = None
+    val_class_fraction: float = 0.2   # class-disjoint validation share of the training classes
+    skip_corrupt: bool = False    # count and skip unreadable images instead of failing
+
+
+@dataclass
+class RolesCfg:
+    target: str = "glyphs"        # the fine-grained domain we adapt to (train / val / test splits)
+    generic: str = "web"          # distillation (train split) and checkpoint selection (val split)
+
+
+@dataclass
+class EvalSetCfg:
+    dataset: str = MISSING
+    split: str = "test"
+    subset: Optional[str] = None  # keep only rows of this `subset` (e.g. the animals of the web set)
+    index_split: Optional[str] = None  # separate gallery split (InShop style); None = query vs itself
+
+
+@dataclass
+class EvalCfg:
+    k: int = 20
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20])
+    text_ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    in_domain: dict[str, EvalSetCfg] = field(default_factory=dict)
+    out_of_domain: dict[str, EvalSetCfg] = field(default_factory=dict)
+    image_text: dict[str, EvalSetCfg] = field(default_factory=dict)
+    zero_shot: dict[str, EvalSetCfg] = field(default_factory=dict)
+    prompt_template: str = "a photo of a {}"
+
+
+@dataclass
+class VisionArchCfg:
+    """Vision tower of the embedded teacher (an open_clip VisionTransformer)."""
+    image_size: int = 32
+    patch_size: int = 4
+    width: int = 128
+    layers: int = 3
+    head_width: int = 32
+
+
+@dataclass
+class TeacherCfg:
+    source: str = "embedded"      # embedded: train a small tower against frozen MiniLM | open_clip
+    model: str = "ViT-B-16-SigLIP"  # open_clip name, 'hf-hub:org/repo' or 'local-dir:/path' (open_clip)
+    pretrained: Optional[str] = None  # open_clip tag ('webli') or a local checkpoint file
+    vision: VisionArchCfg = field(default_factory=VisionArchCfg)
+    steps: int = 600
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    logit_scale: float = 20.0
+
+
+@dataclass
+class FeaturesCfg:
+    batch_size: int = 256
+
+
+@dataclass
+class FinetuneCfg:
+    """Shared fine-tuning recipe; `methods.<name>` overrides any of these keys."""
+    kind: str = "finetune"        # finetune | pretrained (no training: the teacher itself)
+    steps: int = 300              # target-domain steps
+    batch_size: int = 128
+    lr_backbone: float = 1e-4
+    lr_head: float = 1e-2
+    weight_decay: float = 1e-6
+    train_resize: int = 36        # train view: resize to this square, random crop image_size, flip
+    hflip: bool = False
+    classifier: str = "normface"  # normface | arcface | cosface
+    scale: float = 16.0
+    margin: float = 0.0
+    lambda_distill: float = 0.0   # λ_d on generic batches
+    lambda_weights: float = 0.0   # λ_w on every batch
+    teacher_targets: str = "precomputed"  # precomputed (eval view, as the reference) | online
+    schedule: str = "round_robin"  # round_robin | target_only
+    eval_every: int = 50
+    select_on: str = "all"        # all | in-domain | last
+    checkpoint_every: int = 50
+
+
+@dataclass
+class IndexCfg:
+    kind: str = "flat"            # flat (exact) | ivf | hnsw
+    nlist: int = 64
+    nprobe: int = 8
+
+
+@dataclass
+class Params:
+    experiment: str = "embedded"
+    seed: int = 0
+    runtime: RuntimeCfg = field(default_factory=RuntimeCfg)
+    datasets: dict[str, DatasetCfg] = field(default_factory=dict)
+    roles: RolesCfg = field(default_factory=RolesCfg)
+    teacher: TeacherCfg = field(default_factory=TeacherCfg)
+    features: FeaturesCfg = field(default_factory=FeaturesCfg)
+    finetune: FinetuneCfg = field(default_factory=FinetuneCfg)
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    index: IndexCfg = field(default_factory=IndexCfg)
+    eval: EvalCfg = field(default_factory=EvalCfg)
+
+
+# ----------------------------------------------------------------------------------- loading
+def load_params(path: Path | str = PARAMS_FILE, overrides: list[str] | None = None) -> Params:
+    """Read params.yaml (plus optional `key=value` overrides), type-check and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path} (run from the project root)")
+    schema = OmegaConf.structured(Params)
+    try:
+        merged = OmegaConf.merge(schema, OmegaConf.load(path))
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(overrides))
+        params: Params = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        raise ConfigError(f"{path}: invalid key or value at '{key}': {err.msg}") from None
+    validate(params)
+    return params
+
+
+def method_config(params: Params, method: str) -> FinetuneCfg:
+    """The fine-tuning recipe of one method: `finetune` with `methods.<method>` applied on top."""
+    if method not in params.methods:
+        raise ConfigError(f"unknown method '{method}': params.yaml defines {sorted(params.methods)}")
+    overrides = params.methods[method] or {}
+    known = {f.name for f in dataclasses.fields(FinetuneCfg)}
+    for key in overrides:
+        if key not in known:
+            raise ConfigError(f"methods.{method}.{key}: unknown key (valid: {sorted(known)})")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(params.finetune), overrides)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"methods.{method}.{err.full_key}: {err.msg}") from None
+    cfg: FinetuneCfg = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    _validate_finetune(cfg, f"methods.{method}")
+    return cfg
+
+
+def to_dict(params: Params) -> dict[str, Any]:
+    """Plain-dict view (for writing params.yaml and provenance metadata)."""
+    return OmegaConf.to_container(OmegaConf.structured(params), resolve=True)  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------------- validation
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _one_of(value: str, allowed: tuple[str, ...], key: str) -> None:
+    _require(value in allowed, key, f"'{value}' is not one of {list(allowed)}")
+
+
+def _positive(value: float, key: str, allow_zero: bool = False) -> None:
+    _require(value >= 0 if allow_zero else value > 0, key,
+             f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def _validate_finetune(cfg: FinetuneCfg, prefix: str) -> None:
+    _one_of(cfg.kind, ("finetune", "pretrained"), f"{prefix}.kind")
+    _positive(cfg.steps, f"{prefix}.steps", allow_zero=True)
+    _positive(cfg.batch_size, f"{prefix}.batch_size")
+    _positive(cfg.lr_backbone, f"{prefix}.lr_backbone", allow_zero=True)
+    _positive(cfg.lr_head, f"{prefix}.lr_head", allow_zero=True)
+    _positive(cfg.weight_decay, f"{prefix}.weight_decay", allow_zero=True)
+    _one_of(cfg.classifier, ("normface", "arcface", "cosface"), f"{prefix}.classifier")
+    _positive(cfg.scale, f"{prefix}.scale")
+    _require(0 <= cfg.margin < 1.0, f"{prefix}.margin", f"must be in [0, 1), got {cfg.margin}")
+    _positive(cfg.lambda_distill, f"{prefix}.lambda_distill", allow_zero=True)
+    _positive(cfg.lambda_weights, f"{prefix}.lambda_weights", allow_zero=True)
+    _one_of(cfg.teacher_targets, ("precomputed", "online"), f"{prefix}.teacher_targets")
+    _one_of(cfg.schedule, ("round_robin", "target_only"), f"{prefix}.schedule")
+    _positive(cfg.eval_every, f"{prefix}.eval_every")
+    _one_of(cfg.select_on, ("all", "in-domain", "last"), f"{prefix}.select_on")
+    _positive(cfg.checkpoint_every, f"{prefix}.checkpoint_every")
+
+
+def validate(params: Params) -> None:
+    """Range and cross-reference checks; raises ConfigError naming the key."""
+    rt = params.runtime
+    _one_of(rt.device, ("auto", "cpu", "cuda"), "runtime.device")
+    _one_of(rt.precision, ("fp32", "bf16"), "runtime.precision")
+    _positive(rt.threads, "runtime.threads", allow_zero=True)
+    _positive(rt.num_workers, "runtime.num_workers", allow_zero=True)
+    _require(bool(params.datasets), "datasets", "at least one dataset is required")
+    for name, ds in params.datasets.items():
+        _require(ds.n_classes >= 3, f"datasets.{name}.n_classes", f"must be >= 3, got {ds.n_classes}")
+        _require(ds.per_class >= 2, f"datasets.{name}.per_class", f"must be >= 2, got {ds.per_class}")
+        _require(0 < ds.val_class_fraction < 1, f"datasets.{name}.val_class_fraction",
+                 f"must be in (0, 1), got {ds.val_class_fraction}")
+        for split, n in ds.shapes.items():
+            _positive(n, f"datasets.{name}.shapes.{split}", allow_zero=True)
+        total = sum(ds.animals.values())
+        _require(abs(total - 1.0) < 1e-6 or not ds.animals, f"datasets.{name}.animals",
+                 f"split fractions must sum to 1, got {total}")
+    for role in ("target", "generic"):
+        name = getattr(params.roles, role)
+        _require(name in params.datasets, f"roles.{role}", f"'{name}' is not a key of datasets")
+    _one_of(params.teacher.source, ("embedded", "open_clip"), "teacher.source")
+    for key in ("steps", "batch_size", "lr"):
+        _positive(getattr(params.teacher, key), f"teacher.{key}")
+    _positive(params.features.batch_size, "features.batch_size")
+    _validate_finetune(params.finetune, "finetune")
+    _require(bool(params.methods), "methods", "at least one method is required")
+    for method in params.methods:
+        _require(method.replace("_", "").isalnum(), f"methods.{method}",
+                 "method names are letters, digits and '_' (they name stages and folders)")
+        method_config(params, method)
+    _one_of(params.index.kind, ("flat", "ivf", "hnsw"), "index.kind")
+    _positive(params.eval.k, "eval.k")
+    _require(all(k > 0 for k in params.eval.ks), "eval.ks", "all entries must be > 0")
+    _require(bool(params.eval.in_domain), "eval.in_domain", "at least one in-domain set is required")
+    for group in ("in_domain", "out_of_domain", "image_text", "zero_shot"):
+        for name, es in getattr(params.eval, group).items():
+            _require(es.dataset in params.datasets, f"eval.{group}.{name}.dataset",
+                     f"'{es.dataset}' is not a key of datasets")
+    _require("{}" in params.eval.prompt_template, "eval.prompt_template", "must contain '{}'")

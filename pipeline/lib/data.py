@@ -1,0 +1,146 @@
+"""Images in, tensors out: decoding, the reference's train/eval preprocessing, and a resumable sampler.
+
+Preprocessing follows METHOD §6: train = resize to R×R (aspect not kept) → random crop S → optional
+flip; eval = resize shorter side to S (bilinear) → centre crop S. The deterministic part (decode +
+resize) runs per image in the Dataset; the random part (crop, flip) runs per batch on the device
+with a generator seeded by (seed, step), so a resumed run draws exactly the same augmentations.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+ImageSource = bytes | str  # encoded image bytes (packed datasets) or a file path (datasets in place)
+
+
+class ImageError(ValueError):
+    """An image that cannot be decoded; the message names it."""
+
+
+def decode_image(source: ImageSource, name: str = "") -> Image.Image:
+    """Decode to RGB. Grey, palette, RGBA and CMYK images are converted; undecodable ones raise."""
+    label = name or (source if isinstance(source, str) else "<bytes>")
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            img.load()
+            return img.convert("RGB") if img.mode != "RGB" else img.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"cannot decode image {label}: {err}") from None
+
+
+def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL RGB → uint8 [3, H, W]."""
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+def eval_view(img: Image.Image, size: int) -> Image.Image:
+    """Reference eval transform: shorter side → `size` (bilinear), then centre crop size×size."""
+    w, h = img.size
+    scale = size / min(w, h)
+    if (w, h) != (size, size):
+        img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def train_base_view(img: Image.Image, resize: int) -> Image.Image:
+    """Deterministic half of the train transform: resize to resize×resize, aspect not kept."""
+    return img if img.size == (resize, resize) else img.resize((resize, resize), Image.BILINEAR)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Items → uint8 [3, s, s] in the eval view (`mode='eval'`) or the train base view (`'train'`)."""
+
+    def __init__(self, sources: Sequence[ImageSource], size: int, mode: str = "eval",
+                 names: Sequence[str] | None = None):
+        if mode not in ("eval", "train"):
+            raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
+        self.sources, self.size, self.mode, self.names = sources, size, mode, names
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        img = decode_image(self.sources[i], self.names[i] if self.names is not None else f"item {i}")
+        view = eval_view(img, self.size) if self.mode == "eval" else train_base_view(img, self.size)
+        return to_uint8_tensor(view)
+
+
+def random_crop_flip(batch: torch.Tensor, size: int, generator: torch.Generator, hflip: bool) -> torch.Tensor:
+    """Random size×size crop per image (+ horizontal flip with p=0.5) of a uint8 [B,3,R,R] batch."""
+    b, _, r, _ = batch.shape
+    offsets = torch.randint(0, r - size + 1, (b, 2), generator=generator)
+    flips = torch.rand(b, generator=generator) < 0.5
+    out = torch.stack([batch[i, :, y:y + size, x:x + size] for i, (y, x) in enumerate(offsets.tolist())])
+    if hflip:
+        out[flips] = out[flips].flip(-1)
+    return out
+
+
+def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 [B,3,H,W] → float, scaled to [0,1] then standardised with the model's mean/std."""
+    m = torch.tensor(mean, device=batch.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=batch.device).view(1, 3, 1, 1)
+    return (batch.float() / 255.0 - m) / s
+
+
+def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
+    """A CPU generator that depends only on (seed, step, stream): resumption-safe randomness."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7919 + stream * 104_729) % (2**63))
+
+
+@dataclass
+class StepBatches:
+    """Batch indices as a pure function of the step: epoch-wise permutations of range(n).
+
+    The sampler's whole state is the step counter, so a checkpoint at step t resumes with the
+    exact batches an uninterrupted run would have drawn. For data parallelism each rank takes
+    `indices[rank::world]` of the global batch.
+    """
+    n: int
+    batch_size: int
+    seed: int
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng((self.seed, epoch)).permutation(self.n)
+
+    def indices(self, step: int, rank: int = 0, world: int = 1) -> np.ndarray:
+        start = step * self.batch_size
+        first, last = start // self.n, (start + self.batch_size - 1) // self.n
+        pool = np.concatenate([self._perm(e) for e in range(first, last + 1)])
+        offset = start - first * self.n
+        return pool[offset:offset + self.batch_size][rank::world]
+
+
+def iterate_batches(dataset: torch.utils.data.Dataset, sampler: StepBatches, steps: Sequence[int],
+                    num_workers: int = 0, pin_memory: bool = False, rank: int = 0, world: int = 1
+                    ) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+    """Yield (uint8 images, indices) for the given steps, decoding with DataLoader workers."""
+    batches = [sampler.indices(s, rank, world).tolist() for s in steps]
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
+                                         pin_memory=pin_memory, persistent_workers=False)
+    for idx, images in zip(batches, loader):
+        yield images, np.asarray(idx)
+
+
+def eval_loader(sources: Sequence[ImageSource], size: int, batch_size: int, num_workers: int = 0,
+                names: Sequence[str] | None = None) -> torch.utils.data.DataLoader:
+    """Ordered DataLoader of eval views (for embedding whole splits)."""
+    return torch.utils.data.DataLoader(ImageDataset(sources, size, "eval", names), batch_size=batch_size,
+                                       shuffle=False, num_workers=num_workers)
+
+
+def source_of(path_or_bytes: bytes | None, root: Path | None, rel_path: str) -> ImageSource:
+    """Pick the packed bytes when present, else the file under `root`."""
+    if path_or_bytes is not None:
+        return path_or_bytes
+    if root is None:
+        raise ValueError(f"image {rel_path} has neither packed bytes nor a dataset root")
+    return str(root / rel_path)

@@ -1,0 +1,43 @@
+"""Evaluation protocols built from retrieval + metrics: kNN image retrieval, image-text, zero-shot.
+
+These are the only entry points the stages use, so validation during fine-tuning and the final
+test evaluation compute their numbers the same way.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from pipeline.lib import metrics, retrieval
+
+
+def knn_retrieval(query_emb: np.ndarray, query_labels: np.ndarray, k: int, ks: Sequence[int],
+                  index_emb: np.ndarray | None = None, index_labels: np.ndarray | None = None,
+                  index=None, with_map_at_r: bool = True) -> dict[str, float]:
+    """Image-to-image kNN metrics (METHOD §7.1).
+
+    Without a separate index set, the query set is searched against itself and each query is
+    removed from its own list (n_q excludes it too); with `index_emb` (InShop style) it is not.
+    `index` may be a prebuilt FAISS index over the index set (the `index` stage's artifact).
+    """
+    exclude_self = index_emb is None
+    gallery = query_emb if exclude_self else index_emb
+    gallery_labels = query_labels if exclude_self else index_labels
+    _, ids = retrieval.knn(query_emb, gallery, k, exclude_self=exclude_self, index=index)
+    rel = metrics.relevance(query_labels, gallery_labels, ids)
+    n_pos = metrics.count_positives(query_labels, gallery_labels, exclude_self=exclude_self)
+    out = metrics.ranking_metrics(rel, n_pos, ks=tuple(ks), with_map_at_r=with_map_at_r)
+    out["queries"] = float(len(query_labels))
+    return out
+
+
+def image_text(image_emb: np.ndarray, text_emb: np.ndarray, text_image_ids: np.ndarray,
+               ks: Sequence[int]) -> dict[str, float]:
+    """Image↔text recall@k in both directions (several captions per image)."""
+    return metrics.image_text_recall(image_emb, text_emb, text_image_ids, ks=tuple(ks))
+
+
+def zero_shot(image_emb: np.ndarray, labels: np.ndarray, prompt_emb: np.ndarray) -> dict[str, float]:
+    """Zero-shot accuracy against class-prompt embeddings (prompt row c = class label c)."""
+    return {"accuracy": metrics.zero_shot_accuracy(image_emb, prompt_emb, labels)}

@@ -1,0 +1,57 @@
+"""Where every artifact lives. dvc.yaml declares the same paths (a test checks they agree)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+DATA = Path("data")
+REPORTS = Path("reports")
+
+
+def prepared(dataset: str) -> Path:
+    """Manifest (and packed images) of one dataset."""
+    return DATA / "prepared" / dataset
+
+
+def teacher() -> Path:
+    """The pretrained model spec (and, for the embedded default, its open_clip local-dir folder)."""
+    return DATA / "teacher"
+
+
+def features() -> Path:
+    """Frozen-teacher features: generic-set distillation targets, caption and prompt embeddings."""
+    return DATA / "features"
+
+
+def run(method: str) -> Path:
+    """A fine-tuned vision tower (best checkpoint) and its training record."""
+    return DATA / "runs" / method
+
+
+def embeddings(method: str) -> Path:
+    """Evaluation-set embeddings of one method's encoder."""
+    return DATA / "embeddings" / method
+
+
+def index(method: str) -> Path:
+    """FAISS indices over one method's evaluation-set embeddings."""
+    return DATA / "indices" / method
+
+
+def evaluation(method: str) -> Path:
+    """One method's detailed metrics (JSON)."""
+    return DATA / "eval" / f"{method}.json"
+
+
+def resume(method: str) -> Path:
+    """Resumable training state (outside DVC outputs, which DVC clears before a stage runs)."""
+    return DATA / ".resume" / method
+
+
+def train_log(method: str) -> Path:
+    """dvclive folder of one fine-tune: curves for `dvc plots`."""
+    return REPORTS / "train" / method
+
+
+def split_file(dataset: str, split: str, kind: str = "images") -> str:
+    """File name of a per-(dataset, split) table: images embeddings, captions or prompts."""
+    return f"{dataset}__{split}__{kind}.parquet"

@@ -1,0 +1,102 @@
+"""Helpers shared by the stages: reading prepared splits, loading the teacher, embedding a split."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import polars as pl
+import torch
+from tqdm import tqdm
+
+from pipeline import io as pio
+from pipeline import paths
+from pipeline.config import EvalSetCfg, Params
+from pipeline.lib.data import ImageSource, eval_loader, normalize
+from pipeline.lib.models import autocast, embed_images, load_clip
+
+TEACHER_SPEC = "teacher.json"
+
+
+def split_frame(params: Params, dataset: str, split: str, subset: str | None = None,
+                columns: list[str] | None = None) -> pl.DataFrame:
+    """Rows of one split (optionally one subset) of a prepared dataset, in manifest order."""
+    frame = pio.read_manifest(paths.prepared(dataset), columns)
+    frame = frame.filter(pl.col("split") == split)
+    if subset is not None:
+        frame = frame.filter(pl.col("subset") == subset)
+    if frame.height == 0:
+        raise ValueError(f"dataset '{dataset}' has no rows in split '{split}'"
+                         + (f" / subset '{subset}'" if subset else ""))
+    return frame
+
+
+def image_sources(params: Params, dataset: str, frame: pl.DataFrame) -> list[ImageSource]:
+    """Packed bytes when the manifest has them, else files under the dataset's root."""
+    if "image" in frame.columns and frame["image"].null_count() == 0:
+        return list(frame["image"].to_list())
+    root = params.datasets[dataset].root
+    if root is None:
+        meta = pio.parquet_metadata(paths.prepared(dataset) / pio.MANIFEST)
+        root = meta.get("root")
+    if root is None:
+        raise ValueError(f"dataset '{dataset}' has unpacked images but no datasets.{dataset}.root")
+    return [str(Path(root) / p) for p in frame["path"].to_list()]
+
+
+def eval_sets(params: Params) -> dict[str, tuple[str, EvalSetCfg]]:
+    """Every image-image evaluation set: name → ('in' | 'out', config)."""
+    out = {name: ("in", cfg) for name, cfg in params.eval.in_domain.items()}
+    out.update({name: ("out", cfg) for name, cfg in params.eval.out_of_domain.items()})
+    return out
+
+
+def needed_splits(params: Params) -> list[tuple[str, str]]:
+    """The (dataset, split) pairs any evaluation reads, in a stable order."""
+    pairs: set[tuple[str, str]] = set()
+    groups = [params.eval.in_domain, params.eval.out_of_domain, params.eval.image_text, params.eval.zero_shot]
+    for group in groups:
+        for cfg in group.values():
+            pairs.add((cfg.dataset, cfg.split))
+            if cfg.index_split:
+                pairs.add((cfg.dataset, cfg.index_split))
+    return sorted(pairs)
+
+
+def read_teacher_spec() -> dict[str, Any]:
+    """What the `teacher` stage decided: an open_clip model spec (+ preprocessing)."""
+    return pio.read_json(paths.teacher() / TEACHER_SPEC)
+
+
+def load_teacher(device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The pretrained VLM (both towers), eval mode, on `device`."""
+    spec = read_teacher_spec()
+    model = load_clip(spec["model"], spec.get("pretrained"))
+    return model.to(device).eval(), spec
+
+
+@torch.no_grad()
+def embed_sources(visual: torch.nn.Module, sources: Sequence[ImageSource], spec: dict[str, Any],
+                  device: torch.device, batch_size: int, precision: str = "fp32", num_workers: int = 0,
+                  desc: str = "embed", names: Sequence[str] | None = None) -> np.ndarray:
+    """Eval-view embeddings (float32 [N, D], L2-normalised) of a list of images."""
+    visual.eval()
+    loader = eval_loader(sources, spec["image_size"], batch_size, num_workers, names)
+    out = []
+    for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=len(loader) < 4):
+        x = normalize(batch.to(device), spec["mean"], spec["std"])
+        with autocast(device, precision):
+            out.append(embed_images(visual, x).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def spec_metadata(spec: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """Provenance stored in every embedding table's schema."""
+    return {"model": spec["model"], "pretrained": spec.get("pretrained"),
+            "preprocess": {"eval": "shorter side -> centre crop", "size": spec["image_size"],
+                           "mean": spec["mean"], "std": spec["std"]}, **extra}
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True)

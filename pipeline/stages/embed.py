@@ -1,0 +1,41 @@
+"""Stage `embed <method>`: the method's vision encoder over every evaluation split → Parquet.
+
+One table per (dataset, split) an evaluation reads: id, label, subset, embedding
+(FixedSizeList<float32, D>), with the model, checkpoint and preprocessing in the schema metadata.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from pipeline import io as pio
+from pipeline import paths
+from pipeline.config import load_params
+from pipeline.lib.models import resolve_device, set_threads
+from pipeline.stages.common import embed_sources, image_sources, load_teacher, needed_splits, spec_metadata, split_frame
+from pipeline.stages.finetune import CHECKPOINT
+
+
+def main(args: argparse.Namespace) -> None:
+    params = load_params(args.params)
+    set_threads(params.runtime.threads)
+    device = resolve_device(params.runtime.device)
+    model, spec = load_teacher("cpu")
+    visual = model.visual
+    checkpoint = paths.run(args.method) / CHECKPOINT
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"missing {checkpoint}: run `python -m pipeline finetune {args.method}` first")
+    visual.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    visual.to(device).eval()
+    del model  # the text tower is not needed: text embeddings come from the `features` stage
+    with pio.atomic_path(paths.embeddings(args.method), directory=True) as out:
+        for dataset, split in needed_splits(params):
+            frame = split_frame(params, dataset, split, columns=["id", "label", "subset", "image", "path"])
+            emb = embed_sources(visual, image_sources(params, dataset, frame), spec, device,
+                                params.features.batch_size, params.runtime.precision, params.runtime.num_workers,
+                                f"{args.method} {dataset}/{split}", frame["path"].to_list())
+            meta = spec_metadata(spec, dataset=dataset, split=split, method=args.method, checkpoint=str(checkpoint))
+            pio.write_embeddings(out / paths.split_file(dataset, split), frame["id"].to_numpy(),
+                                 frame["label"].to_numpy(), emb, meta, subset=frame["subset"].to_list())
+            print(f"[embed {args.method}] {dataset}/{split}: {emb.shape[0]} x {emb.shape[1]}")

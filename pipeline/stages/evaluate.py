@@ -1,0 +1,85 @@
+"""Stage `evaluate <method>`: every metric of one method's encoder on the evaluation sets.
+
+- image→image kNN (in-domain and out-of-domain sets) through the `index` stage's FAISS indices:
+  top-1, mMP@k, mAP@k, MAP@R, recall@k (METHOD §7.1);
+- image↔text recall@1/5/10 against the frozen text tower's caption embeddings (METHOD §7.2);
+- zero-shot accuracy against class-prompt embeddings.
+Writes `data/eval/<method>.json` with the checkpoint-selection criterion logged next to them.
+"""
+from __future__ import annotations
+
+import argparse
+
+import faiss
+import numpy as np
+
+from pipeline import io as pio
+from pipeline import paths
+from pipeline.config import EvalSetCfg, Params, load_params
+from pipeline.lib.evaluation import image_text, knn_retrieval, zero_shot
+from pipeline.stages.common import eval_sets
+from pipeline.stages.finetune import RECORD
+from pipeline.stages.index import gallery
+
+
+def query_side(params: Params, method: str, cfg: EvalSetCfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(embeddings, labels, manifest ids) of an evaluation set's query split (subset applied)."""
+    emb, table = pio.read_embeddings(paths.embeddings(method) / paths.split_file(cfg.dataset, cfg.split))
+    if cfg.subset is not None:
+        keep = (table["subset"] == cfg.subset).to_numpy()
+        emb, table = emb[keep], table.filter(keep)
+    return emb, table["label"].to_numpy(), table["id"].to_numpy()
+
+
+def image_image(params: Params, method: str) -> dict:
+    out = {}
+    for name, (domain, cfg) in eval_sets(params).items():
+        q_emb, q_labels, _ = query_side(params, method, cfg)
+        index = faiss.read_index(str(paths.index(method) / f"{name}.faiss"))
+        if cfg.index_split:
+            g_emb, g_labels = gallery(params, method, cfg)
+            m = knn_retrieval(q_emb, q_labels, params.eval.k, params.eval.ks, g_emb, g_labels, index=index)
+        else:
+            m = knn_retrieval(q_emb, q_labels, params.eval.k, params.eval.ks, index=index)
+        out[name] = {"domain": domain, **m}
+        print(f"[evaluate {method}] {name:>10} ({domain}): mAP@{params.eval.k} {100 * m[f'map@{params.eval.k}']:.2f}"
+              f"  top-1 {100 * m['top_1']:.2f}")
+    return out
+
+
+def image_text_sets(params: Params, method: str) -> dict:
+    out = {}
+    for name, cfg in params.eval.image_text.items():
+        img_emb, _, ids = query_side(params, method, cfg)
+        txt_emb, txt = pio.read_embeddings(paths.features() / f"{name}__captions.parquet")
+        row_of_id = {int(i): r for r, i in enumerate(ids)}
+        text_image = np.array([row_of_id[int(i)] for i in txt["id"].to_list()])
+        out[name] = image_text(img_emb, txt_emb, text_image, params.eval.text_ks)
+        print(f"[evaluate {method}] {name:>10} image-text: I→T R@1 {100 * out[name]['i2t_r@1']:.2f}"
+              f"  T→I R@1 {100 * out[name]['t2i_r@1']:.2f}")
+    return out
+
+
+def zero_shot_sets(params: Params, method: str) -> dict:
+    out = {}
+    for name, cfg in params.eval.zero_shot.items():
+        img_emb, labels, _ = query_side(params, method, cfg)
+        prompt_emb, prompts = pio.read_embeddings(paths.features() / f"{name}__prompts.parquet")
+        row_of_label = {int(lab): r for r, lab in enumerate(prompts["label"].to_list())}
+        out[name] = zero_shot(img_emb, np.array([row_of_label[int(x)] for x in labels]), prompt_emb)
+        out[name]["classes"] = len(prompts)
+        print(f"[evaluate {method}] {name:>10} zero-shot: {100 * out[name]['accuracy']:.2f} %")
+    return out
+
+
+def main(args: argparse.Namespace) -> None:
+    params = load_params(args.params)
+    faiss.omp_set_num_threads(max(1, params.runtime.threads))
+    record = pio.read_json(paths.run(args.method) / RECORD)
+    result = {"method": args.method, "k": params.eval.k,
+              "image_image": image_image(params, args.method),
+              "image_text": image_text_sets(params, args.method),
+              "zero_shot": zero_shot_sets(params, args.method),
+              "selection": {"select_on": record["config"]["select_on"], **record["selected"]},
+              "train_seconds": record["seconds"], "steps": record["steps"]}
+    pio.write_json(result, paths.evaluation(args.method))

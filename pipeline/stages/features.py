@@ -1,0 +1,55 @@
+"""Stage `features`: run the frozen teacher once over what every method shares.
+
+- `<generic>__train__images.parquet`: distillation targets f0(x) of the generic train split,
+  eval view (METHOD §3.2: the reference precomputes them with eval preprocessing), looked up by id.
+- `<generic>__val__images.parquet`: teacher features of the generic val split (for reference).
+- `<set>__captions.parquet`: the frozen text tower over each image-text set's captions.
+- `<set>__prompts.parquet`: class prompts of each zero-shot set.
+Computed once; every fine-tuning method reads them, none recomputes them.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from pipeline import io as pio
+from pipeline import paths
+from pipeline.config import load_params
+from pipeline.lib.models import embed_texts, resolve_device, set_threads, tokenizer_for
+from pipeline.stages.common import embed_sources, image_sources, load_teacher, spec_metadata, split_frame
+
+
+def main(args: argparse.Namespace) -> None:
+    params = load_params(args.params)
+    set_threads(params.runtime.threads)
+    device = resolve_device(params.runtime.device)
+    model, spec = load_teacher(device)
+    tokenizer = tokenizer_for(spec["model"])
+    generic = params.roles.generic
+    batch = params.features.batch_size
+    with pio.atomic_path(paths.features(), directory=True) as out:
+        for split in ("train", "val"):
+            frame = split_frame(params, generic, split, columns=["id", "label", "subset", "image", "path"])
+            emb = embed_sources(model.visual, image_sources(params, generic, frame), spec, device, batch,
+                                params.runtime.precision, params.runtime.num_workers, f"teacher {generic}/{split}",
+                                frame["path"].to_list())
+            pio.write_embeddings(out / paths.split_file(generic, split), frame["id"].to_numpy(),
+                                 frame["label"].to_numpy(), emb, spec_metadata(spec, dataset=generic, split=split),
+                                 subset=frame["subset"].to_list())
+            print(f"[features] {generic}/{split}: {emb.shape[0]} x {emb.shape[1]} teacher embeddings")
+        for name, es in params.eval.image_text.items():
+            frame = split_frame(params, es.dataset, es.split, es.subset, ["id", "captions"]).explode("captions")
+            texts = frame["captions"].to_list()
+            emb = embed_texts(model, tokenizer, texts, batch_size=batch, device=device)
+            pio.write_embeddings(out / f"{name}__captions.parquet", frame["id"].to_numpy(),
+                                 np.full(len(texts), -1), emb, spec_metadata(spec, set=name), caption=texts)
+            print(f"[features] {name}: {len(texts)} captions")
+        for name, es in params.eval.zero_shot.items():
+            classes = (split_frame(params, es.dataset, es.split, es.subset, ["label", "class_name"])
+                       .unique().sort("label"))
+            prompts = [params.eval.prompt_template.format(c) for c in classes["class_name"].to_list()]
+            emb = embed_texts(model, tokenizer, prompts, batch_size=batch, device=device)
+            pio.write_embeddings(out / f"{name}__prompts.parquet", np.arange(len(prompts)),
+                                 classes["label"].to_numpy(), emb, spec_metadata(spec, set=name), prompt=prompts)
+            print(f"[features] {name}: {len(prompts)} class prompts")

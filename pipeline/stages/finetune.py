@@ -1,0 +1,211 @@
+"""Stage `finetune <method>`: adapt the vision tower to the target domain with one retention method.
+
+Reads the prepared target/generic splits, the teacher and its precomputed features; writes
+`data/runs/<method>/` (the selected vision-tower weights + `train.json`) and the training curves in
+`reports/train/<method>/` (dvclive). Every `checkpoint_every` target steps the full state (weights,
+optimizer, step, best-so-far, history) goes to `data/.resume/<method>/`; a killed run started
+again with the same configuration resumes there and ends with the same weights as an
+uninterrupted one (the sampler and the augmentations are pure functions of (seed, step)).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline import io as pio
+from pipeline import paths
+from pipeline.config import FinetuneCfg, Params, load_params, method_config
+from pipeline.lib.data import ImageDataset, StepBatches, iterate_batches
+from pipeline.lib.evaluation import knn_retrieval
+from pipeline.lib.models import resolve_device, set_threads
+from pipeline.lib.training import FineTuner, step_plan
+from pipeline.stages.common import embed_sources, image_sources, load_teacher, read_teacher_spec, split_frame
+
+CHECKPOINT = "visual.pt"
+RECORD = "train.json"
+
+
+class Split:
+    """One prepared split held for training or validation: image sources + labels (+ ids)."""
+
+    def __init__(self, params: Params, dataset: str, split: str):
+        frame = split_frame(params, dataset, split, columns=["id", "label", "image", "path"])
+        self.dataset, self.split = dataset, split
+        self.ids = frame["id"].to_numpy()
+        self.labels = frame["label"].to_numpy()
+        self.names = frame["path"].to_list()
+        self.sources = image_sources(params, dataset, frame)
+
+
+def run_key(params: Params, method: str, cfg: FinetuneCfg) -> str:
+    """Identity of a training run: resume state is only reused for exactly the same run."""
+    blob = {"cfg": asdict(cfg), "seed": params.seed, "method": method, "teacher": read_teacher_spec(),
+            "target": asdict(params.datasets[params.roles.target]),
+            "generic": asdict(params.datasets[params.roles.generic])}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def validation(tuner: FineTuner, spec: dict, splits: dict[str, Split], params: Params) -> dict[str, float]:
+    """mAP@20 on the class-disjoint target val split and the generic val split (METHOD §7.3)."""
+    out = {}
+    for role, split in splits.items():
+        emb = embed_sources(tuner.visual, split.sources, spec, tuner.device, params.features.batch_size,
+                            params.runtime.precision, params.runtime.num_workers, f"val {role}")
+        out[role] = knn_retrieval(emb, split.labels, params.eval.k, [params.eval.k],
+                                  with_map_at_r=False)[f"map@{params.eval.k}"]
+    tuner.visual.train()
+    return out
+
+
+def criterion(scores: dict[str, float], select_on: str) -> float:
+    """'all' = mean of target-val and generic-val mAP@k (the paper's choice), 'in-domain' = target only."""
+    if select_on == "in-domain":
+        return scores["target"]
+    return (scores["target"] + scores["generic"]) / 2
+
+
+def batches(split: Split, dataset: ImageDataset, batch_size: int, seed: int, first: int, count: int,
+            num_workers: int, pin: bool) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+    sampler = StepBatches(len(dataset), batch_size, seed)
+    return iterate_batches(dataset, sampler, range(first, first + count), num_workers, pin)
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    with pio.atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def train(params: Params, method: str, cfg: FinetuneCfg, device: torch.device) -> dict[str, Any]:
+    """The training loop: round-robin target/generic steps, validation, selection, resumption."""
+    teacher, spec = load_teacher("cpu")
+    target = {s: Split(params, params.roles.target, s) for s in ("train", "val")}
+    generic = {s: Split(params, params.roles.generic, s) for s in ("train", "val")}
+    classes, labels = np.unique(target["train"].labels, return_inverse=True)
+    labels_t = torch.from_numpy(labels)
+
+    online = cfg.teacher_targets == "online"
+    tuner = FineTuner(copy.deepcopy(teacher.visual), len(classes), spec["embed_dim"], cfg, spec["mean"],
+                      spec["std"], spec["image_size"], device, params.runtime.precision, params.seed,
+                      teacher_visual=copy.deepcopy(teacher.visual) if online else None)
+    del teacher
+    targets = None
+    if cfg.lambda_distill > 0 and not online:
+        emb, table = pio.read_embeddings(paths.features() / paths.split_file(params.roles.generic, "train"))
+        if not np.array_equal(table["id"].to_numpy(), generic["train"].ids):
+            raise ValueError("teacher features do not match the generic train split: rerun `features`")
+        targets = torch.from_numpy(emb)
+
+    plan = step_plan(cfg)
+    val_splits = {"target": target["val"], "generic": generic["val"]}
+    resume_dir = paths.resume(method)
+    key = run_key(params, method, cfg)
+    state_file = resume_dir / f"{key}.pt"
+    step, best, history = 0, None, []
+    if state_file.is_file():
+        state = torch.load(state_file, map_location=device, weights_only=False)
+        tuner.load_state_dict(state["tuner"])
+        step, best, history = state["step"], state["best"], state["history"]
+        torch.set_rng_state(state["rng"])
+        print(f"[finetune {method}] resuming at step {step}/{len(plan)} from {state_file}")
+    elif resume_dir.exists():
+        shutil.rmtree(resume_dir)  # state of a different configuration: not ours to resume
+
+    resize = cfg.train_resize
+    pin = device.type == "cuda"
+    n_target = plan[:step].count("target")
+    n_generic = step - n_target
+    tgt_iter = batches(target["train"], ImageDataset(target["train"].sources, resize, "train", target["train"].names),
+                       cfg.batch_size, params.seed, n_target, plan.count("target") - n_target,
+                       params.runtime.num_workers, pin)
+    gen_iter = batches(generic["train"], ImageDataset(generic["train"].sources, resize, "train",
+                                                      generic["train"].names),
+                       cfg.batch_size, params.seed + 1, n_generic, plan.count("generic") - n_generic,
+                       params.runtime.num_workers, pin)
+
+    def evaluate_and_select(at_step: int, target_steps: int, logs: dict[str, float]) -> None:
+        nonlocal best
+        scores = validation(tuner, spec, val_splits, params)
+        crit = criterion(scores, cfg.select_on)
+        row = {"step": at_step, "target_steps": target_steps, "val_target_map": scores["target"],
+               "val_generic_map": scores["generic"], "criterion": crit, **logs}
+        history.append(row)
+        if cfg.select_on == "last" or best is None or crit > best["criterion"]:
+            best = {"step": at_step, "target_steps": target_steps, "criterion": crit, **scores,
+                    "weights": tuner.vision_weights()}
+
+    # A "round" ends where the next step is a target step (or the plan ends): validation and
+    # checkpoints happen only there, so a target step and its generic partner are never split.
+    target_count = np.cumsum([d == "target" for d in plan]).tolist()
+    if step == 0:
+        evaluate_and_select(0, 0, {})
+    start, running = time.time(), {}
+    bar = tqdm(total=len(plan), initial=step, desc=f"finetune {method}", unit="step", disable=not plan)
+    while step < len(plan):
+        if plan[step] == "target":
+            images, idx = next(tgt_iter)
+            logs = tuner.target_step(images, labels_t[idx], step)
+        else:
+            images, idx = next(gen_iter)
+            logs = tuner.generic_step(images, targets[idx] if targets is not None else None, step)
+        for k, v in logs.items():
+            running.setdefault(k, []).append(v)
+        step += 1
+        bar.update(1)
+        if step < len(plan) and plan[step] != "target":
+            continue
+        done = target_count[step - 1]
+        if done % cfg.eval_every == 0 or step == len(plan):
+            evaluate_and_select(step, done, {k: float(np.mean(v)) for k, v in running.items()})
+            running = {}
+            bar.set_postfix(val_target=f"{history[-1]['val_target_map']:.3f}",
+                            val_generic=f"{history[-1]['val_generic_map']:.3f}")
+        if done % cfg.checkpoint_every == 0 and step < len(plan):
+            save_state(state_file, {"tuner": tuner.state_dict(), "step": step, "best": best, "history": history,
+                                    "rng": torch.get_rng_state()})
+    bar.close()
+    assert best is not None
+    return {"best": best, "history": history, "seconds": round(time.time() - start, 1), "steps": len(plan),
+            "train_classes": int(len(classes)), "resume_state": str(state_file)}
+
+
+def write_curves(method: str, history: list[dict[str, float]]) -> None:
+    """Training curves through dvclive (for `dvc plots show`), written from the run's history."""
+    from dvclive import Live
+
+    folder = paths.train_log(method)
+    shutil.rmtree(folder, ignore_errors=True)
+    with Live(dir=str(folder), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+        for row in history:
+            live.step = int(row["target_steps"])
+            for k, v in row.items():
+                if k not in ("step", "target_steps"):
+                    live.log_metric(k, float(v))
+
+
+def main(args: argparse.Namespace) -> None:
+    params = load_params(args.params)
+    cfg = method_config(params, args.method)
+    set_threads(params.runtime.threads)
+    device = resolve_device(params.runtime.device)
+    result = train(params, args.method, cfg, device)
+    best = result.pop("best")
+    weights = best.pop("weights")
+    record = {"method": args.method, "config": asdict(cfg), "selected": best, **result}
+    with pio.atomic_path(paths.run(args.method), directory=True) as tmp:
+        torch.save(weights, tmp / CHECKPOINT)
+        (tmp / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True, default=float) + "\n")
+    write_curves(args.method, result["history"])
+    shutil.rmtree(paths.resume(args.method), ignore_errors=True)  # finished: nothing left to resume
+    print(f"[finetune {args.method}] selected step {best['step']} ({cfg.select_on}): val target mAP@{params.eval.k} "
+          f"{best['target']:.3f}, val generic {best['generic']:.3f}; {result['seconds']} s")

@@ -1,0 +1,46 @@
+"""Stage `index <method>`: FAISS indices over each image-image evaluation gallery.
+
+Exact `IndexFlatIP` by default (metrics are exact); `index.kind=ivf|hnsw` builds an approximate
+index instead and records its recall@k against exact search next to it.
+"""
+from __future__ import annotations
+
+import argparse
+
+import faiss
+import numpy as np
+
+from pipeline import io as pio
+from pipeline import paths
+from pipeline.config import EvalSetCfg, Params, load_params
+from pipeline.lib import retrieval
+from pipeline.stages.common import eval_sets
+
+
+def gallery(params: Params, method: str, cfg: EvalSetCfg) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings, labels) of an evaluation set's index side (its query split unless separate)."""
+    split = cfg.index_split or cfg.split
+    emb, table = pio.read_embeddings(paths.embeddings(method) / paths.split_file(cfg.dataset, split))
+    if cfg.subset is not None:
+        keep = (table["subset"] == cfg.subset).to_numpy()
+        emb, table = emb[keep], table.filter(keep)
+    return emb, table["label"].to_numpy()
+
+
+def main(args: argparse.Namespace) -> None:
+    params = load_params(args.params)
+    faiss.omp_set_num_threads(max(1, params.runtime.threads))
+    report = {}
+    with pio.atomic_path(paths.index(args.method), directory=True) as out:
+        for name, (_, cfg) in eval_sets(params).items():
+            emb, _ = gallery(params, args.method, cfg)
+            index = retrieval.build_index(emb, params.index.kind, nlist=params.index.nlist)
+            if params.index.kind != "flat":
+                k = min(params.eval.k, len(emb))
+                _, approx = retrieval.search(index, emb, k, nprobe=params.index.nprobe)
+                _, exact = retrieval.search(retrieval.build_index(emb, "flat"), emb, k)
+                report[name] = {"recall_vs_exact": retrieval.recall_against_exact(approx, exact)}
+            faiss.write_index(index, str(out / f"{name}.faiss"))
+            print(f"[index {args.method}] {name}: {index.ntotal} vectors ({params.index.kind})"
+                  + (f", recall@{params.eval.k} vs exact {report[name]['recall_vs_exact']:.3f}" if name in report else ""))
+        pio.write_json({"kind": params.index.kind, "sets": report}, out / "index.json")

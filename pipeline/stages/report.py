@@ -1,0 +1,141 @@
+"""Stage `report`: compare every method with the pretrained model, as the paper's Fig. 1 does.
+
+Writes `reports/metrics.json` (flat-ish keys for `dvc metrics diff`: `summary.<method>.delta_*`
+plus every detailed metric), `reports/fig1_deltas.png` and `reports/report.md`.
+Deltas are in points: mAP@k ×100 for image-image, mean of I→T and T→I R@1 ×100 for image-text.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import io as pio
+from pipeline import paths
+from pipeline.config import Params, load_params
+
+BASELINE = "pretrained"
+METRICS = paths.REPORTS / "metrics.json"
+FIGURE = paths.REPORTS / "fig1_deltas.png"
+REPORT = paths.REPORTS / "report.md"
+GROUPS = {"delta_in_domain": "In-domain image-image", "delta_ood_image_image": "Out-of-domain image-image",
+          "delta_ood_image_text": "Out-of-domain image-text"}
+
+
+def headline(result: dict, k: int) -> dict[str, float]:
+    """The three numbers of Fig. 1 for one method (absolute, in points)."""
+    ii = result["image_image"]
+    key = f"map@{k}"
+    in_dom = [100 * m[key] for m in ii.values() if m["domain"] == "in"]
+    ood = [100 * m[key] for m in ii.values() if m["domain"] == "out"]
+    text = [100 * m["mean_r@1"] for m in result["image_text"].values()]
+    zs = [100 * m["accuracy"] for m in result["zero_shot"].values()]
+    mean = lambda xs: float(np.mean(xs)) if xs else float("nan")  # noqa: E731
+    return {"in_domain": mean(in_dom), "ood_image_image": mean(ood), "ood_image_text": mean(text),
+            "zero_shot": mean(zs)}
+
+
+def summarize(results: dict[str, dict], k: int) -> dict[str, dict[str, float]]:
+    """Absolute headline numbers per method and their Δ against the pretrained model."""
+    if BASELINE not in results:
+        raise ValueError(f"methods must include '{BASELINE}' (the reference for every delta)")
+    base = headline(results[BASELINE], k)
+    out = {}
+    for method, result in results.items():
+        h = headline(result, k)
+        row = {name: round(v, 3) for name, v in h.items()}
+        if method != BASELINE:
+            row.update({f"delta_{name}": round(h[name] - base[name], 3) for name in h})
+        out[method] = row
+    return out
+
+
+def detailed(results: dict[str, dict]) -> dict:
+    """Every metric, nested method → group → set → metric (values in [0, 1])."""
+    keep = ("image_image", "image_text", "zero_shot", "selection")
+    return {m: {g: r[g] for g in keep if g in r} for m, r in results.items()}
+
+
+def plot_deltas(summary: dict[str, dict[str, float]], dest: Path) -> None:
+    """Fig.-1-style grouped bars: Δ vs pretrained per group, one bar per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [m for m in summary if m != BASELINE]
+    x = np.arange(len(GROUPS))
+    width = 0.8 / max(1, len(methods))
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=120)
+    for i, method in enumerate(methods):
+        values = [summary[method][g] for g in GROUPS]
+        bars = ax.bar(x + (i - (len(methods) - 1) / 2) * width, values, width, label=method)
+        ax.bar_label(bars, fmt="%+.1f", padding=2, fontsize=8)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, list(GROUPS.values()))
+    ax.set_ylabel("Δ vs pretrained (points)")
+    ax.set_title("Adaptation vs forgetting (cf. paper Fig. 1)")
+    ax.legend(frameon=False)
+    ax.margins(y=0.15)
+    fig.tight_layout()
+    with pio.atomic_path(dest) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def markdown(params: Params, summary: dict, results: dict, teacher: dict) -> str:
+    k = params.eval.k
+    lines = ["# Results", "", f"Experiment `{params.experiment}`, seed {params.seed}. All numbers in points "
+             f"(×100). Image-image: mAP@{k}; image-text: mean of I→T and T→I R@1. Δ = method − pretrained.", ""]
+    if teacher.get("zero_shot"):
+        zs = ", ".join(f"{n} {z['zero_shot_accuracy']:.1f} % (chance {z['chance']:.1f} %)"
+                       for n, z in teacher["zero_shot"].items())
+        lines += [f"Teacher ({teacher.get('model')}): zero-shot accuracy on val: {zs}.", ""]
+    lines += ["| method | in-domain | Δ | OOD image-image | Δ | OOD image-text | Δ | zero-shot | Δ |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for m, row in summary.items():
+        cells = []
+        for name in ("in_domain", "ood_image_image", "ood_image_text", "zero_shot"):
+            cells += [f"{row[name]:.2f}", f"{row.get('delta_' + name, 0.0):+.2f}" if m != BASELINE else "–"]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += ["", "![deltas](fig1_deltas.png)", "", "## Per evaluation set", ""]
+    sets = list(next(iter(results.values()))["image_image"])
+    lines += [f"| method | " + " | ".join(f"{s} mAP@{k} / top-1" for s in sets) + " |",
+              "|---|" + "---|" * len(sets)]
+    for m, r in results.items():
+        lines.append(f"| {m} | " + " | ".join(f"{100 * r['image_image'][s][f'map@{k}']:.2f} / "
+                                             f"{100 * r['image_image'][s]['top_1']:.2f}" for s in sets) + " |")
+    lines += ["", "## Checkpoint selection", "", "| method | rule | step | val target mAP | val generic mAP |",
+              "|---|---|---|---|---|"]
+    for m, r in results.items():
+        s = r["selection"]
+        lines.append(f"| {m} | {s['select_on']} | {s['step']} | {100 * s['target']:.2f} | {100 * s['generic']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(args: argparse.Namespace) -> None:
+    params = load_params(args.params)
+    results = {m: pio.read_json(paths.evaluation(m)) for m in params.methods}
+    summary = summarize(results, params.eval.k)
+    teacher_file = paths.REPORTS / "teacher.json"
+    teacher = pio.read_json(teacher_file) if teacher_file.is_file() else {}
+    pio.write_json({"summary": summary, "methods": detailed(results),
+                    "teacher": {"zero_shot": teacher.get("zero_shot", {})}}, METRICS)
+    plot_deltas(summary, FIGURE)
+    with pio.atomic_path(REPORT) as tmp:
+        tmp.write_text(markdown(params, summary, results, teacher))
+    print_summary(summary)
+
+
+def print_summary(summary: dict[str, dict[str, float]]) -> None:
+    print(f"{'method':<12} {'in-domain':>10} {'Δ':>7} {'OOD img':>9} {'Δ':>7} {'OOD text':>9} {'Δ':>7}")
+    for m, row in summary.items():
+        d = lambda n: f"{row['delta_' + n]:+7.2f}" if "delta_" + n in row else f"{'':>7}"  # noqa: E731
+        print(f"{m:<12} {row['in_domain']:10.2f} {d('in_domain')} {row['ood_image_image']:9.2f} "
+              f"{d('ood_image_image')} {row['ood_image_text']:9.2f} {d('ood_image_text')}")
+
+
+def summary(args: argparse.Namespace) -> None:
+    """`python -m pipeline summary`: print the table of the last report."""
+    print_summary(pio.read_json(METRICS)["summary"])
+    print(f"details: {REPORT}, {FIGURE}")
