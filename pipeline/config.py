@@ -30,6 +30,7 @@ class RuntimeCfg:
     precision: str = "fp32"       # fp32 | bf16 (autocast; bf16 is meant for CUDA)
     compile: bool = False         # torch.compile the vision tower (CUDA)
     num_workers: int = 0          # DataLoader workers for file-backed datasets
+    processes: int = 1            # data-parallel fine-tuning processes (torchrun; one per GPU)
 
 
 @dataclass
@@ -165,7 +166,7 @@ def load_params(path: Path | str = PARAMS_FILE, overrides: list[str] | None = No
         params: Params = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
-        raise ConfigError(f"{path}: invalid key or value at '{key}': {err.msg}") from None
+        raise ConfigError(f"{path}: invalid key or value at '{key}': {err.msg.splitlines()[0]}") from None
     validate(params)
     return params
 
@@ -182,7 +183,7 @@ def method_config(params: Params, method: str) -> FinetuneCfg:
     try:
         merged = OmegaConf.merge(OmegaConf.structured(params.finetune), overrides)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"methods.{method}.{err.full_key}: {err.msg}") from None
+        raise ConfigError(f"methods.{method}.{err.full_key}: {err.msg.splitlines()[0]}") from None
     cfg: FinetuneCfg = OmegaConf.to_object(merged)  # type: ignore[assignment]
     _validate_finetune(cfg, f"methods.{method}")
     return cfg
@@ -234,6 +235,7 @@ def validate(params: Params) -> None:
     _one_of(rt.precision, ("fp32", "bf16"), "runtime.precision")
     _positive(rt.threads, "runtime.threads", allow_zero=True)
     _positive(rt.num_workers, "runtime.num_workers", allow_zero=True)
+    _positive(rt.processes, "runtime.processes")
     _require(bool(params.datasets), "datasets", "at least one dataset is required")
     for name, ds in params.datasets.items():
         _require(ds.n_classes >= 3, f"datasets.{name}.n_classes", f"must be >= 3, got {ds.n_classes}")
@@ -243,8 +245,8 @@ def validate(params: Params) -> None:
         for split, n in ds.shapes.items():
             _positive(n, f"datasets.{name}.shapes.{split}", allow_zero=True)
         total = sum(ds.animals.values())
-        _require(abs(total - 1.0) < 1e-6 or not ds.animals, f"datasets.{name}.animals",
-                 f"split fractions must sum to 1, got {total}")
+        _require(all(v >= 0 for v in ds.animals.values()) and total <= 1.0 + 1e-6, f"datasets.{name}.animals",
+                 f"split fractions must be >= 0 and sum to at most 1, got {total}")
     for role in ("target", "generic"):
         name = getattr(params.roles, role)
         _require(name in params.datasets, f"roles.{role}", f"'{name}' is not a key of datasets")

@@ -43,9 +43,18 @@ def embedded_model_cfg(image_size: int, patch_size: int, width: int, layers: int
     }
 
 
+def quiet_transformers() -> None:
+    """MiniLM's checkpoint carries an unused pooler: keep transformers' load report off the logs."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def _resolve_text_cfg(text_cfg: dict, load_pretrained_text: bool) -> dict:
     """Replace the symbolic MiniLM name with the installed folder (keeps saved configs portable)."""
     cfg = dict(text_cfg)
+    quiet_transformers()
     if cfg.get("hf_model_name") == MINILM:
         path = minilm_path()
         cfg.update(hf_model_name=path, hf_tokenizer_name=path)

@@ -36,12 +36,29 @@ def step_plan(cfg: FinetuneCfg) -> list[str]:
     return ["target"] * cfg.steps
 
 
+class Student(nn.Module):
+    """Vision tower + classifier as one module, so DDP synchronises both in one backward."""
+
+    def __init__(self, visual: nn.Module, classifier: nn.Module):
+        super().__init__()
+        self.visual, self.classifier = visual, classifier
+
+    def forward(self, x: torch.Tensor, with_logits: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        emb = embed_images(self.visual, x)
+        return emb, (self.classifier(emb) if with_logits else None)
+
+
 class FineTuner:
-    """Vision tower + cosine classifier + optimizer + θ0 anchors: everything a step needs."""
+    """Vision tower + cosine classifier + optimizer + θ0 anchors: everything a step needs.
+
+    Runs unchanged on CPU, on one GPU (optionally bf16 autocast and torch.compile) and under
+    torchrun (DistributedDataParallel; each rank feeds its slice of the global batch).
+    """
 
     def __init__(self, visual: nn.Module, n_classes: int, embed_dim: int, cfg: FinetuneCfg,
                  mean: Sequence[float], std: Sequence[float], image_size: int, device: torch.device,
-                 precision: str = "fp32", seed: int = 0, teacher_visual: nn.Module | None = None):
+                 precision: str = "fp32", seed: int = 0, teacher_visual: nn.Module | None = None,
+                 distributed: bool = False, compile: bool = False):
         self.cfg, self.mean, self.std, self.size = cfg, mean, std, image_size
         self.device, self.precision, self.seed = device, precision, seed
         torch.manual_seed(seed)  # the classifier's random init (METHOD §2: not from text embeddings)
@@ -49,6 +66,13 @@ class FineTuner:
         self.classifier = losses.CosineClassifier(embed_dim, n_classes).to(device)
         self.anchors = [p.detach().clone() for p in vision_params(self.visual)]
         self.teacher = teacher_visual.to(device).eval().requires_grad_(False) if teacher_visual else None
+        student: nn.Module = Student(self.visual, self.classifier)
+        if distributed:
+            from torch.nn.parallel import DistributedDataParallel
+            # generic steps leave the classifier unused: tell DDP not to wait for its gradients
+            student = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None,
+                                              find_unused_parameters=True)
+        self.forward = torch.compile(student) if compile else student
         self.optimizer = torch.optim.AdamW(
             [{"params": vision_params(self.visual), "lr": cfg.lr_backbone},
              {"params": list(self.classifier.parameters()), "lr": cfg.lr_head}],
@@ -75,8 +99,7 @@ class FineTuner:
         """L_cls + λ_w·R_w on a target-domain batch."""
         x = self._views(images_uint8, step)
         with autocast(self.device, self.precision):
-            emb = embed_images(self.visual, x)
-            cos = self.classifier(emb)
+            _, cos = self.forward(x, with_logits=True)
         cls = losses.margin_softmax_loss(cos.float(), labels.to(self.device), scale=self.cfg.scale,
                                          margin=self.cfg.margin, kind=self.cfg.classifier)
         reg = self.weight_term()
@@ -90,7 +113,7 @@ class FineTuner:
         embedding of the same augmented view."""
         x = self._views(images_uint8, step)
         with autocast(self.device, self.precision):
-            emb = embed_images(self.visual, x)
+            emb, _ = self.forward(x, with_logits=False)
             if self.cfg.teacher_targets == "online":
                 with torch.no_grad():
                     teacher_emb = embed_images(self.teacher, x)

@@ -22,10 +22,13 @@ TEACHER_SPEC = "teacher.json"
 def split_frame(params: Params, dataset: str, split: str, subset: str | None = None,
                 columns: list[str] | None = None) -> pl.DataFrame:
     """Rows of one split (optionally one subset) of a prepared dataset, in manifest order."""
-    frame = pio.read_manifest(paths.prepared(dataset), columns)
+    wanted = None if columns is None else list(dict.fromkeys([*columns, "split", "subset"]))
+    frame = pio.read_manifest(paths.prepared(dataset), wanted)
     frame = frame.filter(pl.col("split") == split)
     if subset is not None:
         frame = frame.filter(pl.col("subset") == subset)
+    if columns is not None:
+        frame = frame.select(columns)
     if frame.height == 0:
         raise ValueError(f"dataset '{dataset}' has no rows in split '{split}'"
                          + (f" / subset '{subset}'" if subset else ""))

@@ -28,7 +28,8 @@ from pipeline import paths
 from pipeline.config import FinetuneCfg, Params, load_params, method_config
 from pipeline.lib.data import ImageDataset, StepBatches, iterate_batches
 from pipeline.lib.evaluation import knn_retrieval
-from pipeline.lib.models import resolve_device, set_threads
+from pipeline.lib import distributed
+from pipeline.lib.models import set_threads
 from pipeline.lib.training import FineTuner, step_plan
 from pipeline.stages.common import embed_sources, image_sources, load_teacher, read_teacher_spec, split_frame
 
@@ -75,10 +76,11 @@ def criterion(scores: dict[str, float], select_on: str) -> float:
     return (scores["target"] + scores["generic"]) / 2
 
 
-def batches(split: Split, dataset: ImageDataset, batch_size: int, seed: int, first: int, count: int,
-            num_workers: int, pin: bool) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+def batches(dataset: ImageDataset, batch_size: int, seed: int, first: int, count: int, num_workers: int,
+            pin: bool, ctx: distributed.Context) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+    """This rank's slice of the global batches number first .. first+count-1 of one domain."""
     sampler = StepBatches(len(dataset), batch_size, seed)
-    return iterate_batches(dataset, sampler, range(first, first + count), num_workers, pin)
+    return iterate_batches(dataset, sampler, range(first, first + count), num_workers, pin, ctx.rank, ctx.world)
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
@@ -86,8 +88,13 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
-def train(params: Params, method: str, cfg: FinetuneCfg, device: torch.device) -> dict[str, Any]:
-    """The training loop: round-robin target/generic steps, validation, selection, resumption."""
+def train(params: Params, method: str, cfg: FinetuneCfg, ctx: distributed.Context) -> dict[str, Any]:
+    """The training loop: round-robin target/generic steps, validation, selection, resumption.
+
+    Under data parallelism every rank runs this loop on its slice of each global batch; only
+    rank 0 validates, selects and writes checkpoints (the others wait in the next all-reduce).
+    """
+    device = ctx.device
     teacher, spec = load_teacher("cpu")
     target = {s: Split(params, params.roles.target, s) for s in ("train", "val")}
     generic = {s: Split(params, params.roles.generic, s) for s in ("train", "val")}
@@ -97,7 +104,8 @@ def train(params: Params, method: str, cfg: FinetuneCfg, device: torch.device) -
     online = cfg.teacher_targets == "online"
     tuner = FineTuner(copy.deepcopy(teacher.visual), len(classes), spec["embed_dim"], cfg, spec["mean"],
                       spec["std"], spec["image_size"], device, params.runtime.precision, params.seed,
-                      teacher_visual=copy.deepcopy(teacher.visual) if online else None)
+                      teacher_visual=copy.deepcopy(teacher.visual) if online else None,
+                      distributed=ctx.distributed, compile=params.runtime.compile)
     del teacher
     targets = None
     if cfg.lambda_distill > 0 and not online:
@@ -125,16 +133,17 @@ def train(params: Params, method: str, cfg: FinetuneCfg, device: torch.device) -
     pin = device.type == "cuda"
     n_target = plan[:step].count("target")
     n_generic = step - n_target
-    tgt_iter = batches(target["train"], ImageDataset(target["train"].sources, resize, "train", target["train"].names),
+    tgt_iter = batches(ImageDataset(target["train"].sources, resize, "train", target["train"].names),
                        cfg.batch_size, params.seed, n_target, plan.count("target") - n_target,
-                       params.runtime.num_workers, pin)
-    gen_iter = batches(generic["train"], ImageDataset(generic["train"].sources, resize, "train",
-                                                      generic["train"].names),
+                       params.runtime.num_workers, pin, ctx)
+    gen_iter = batches(ImageDataset(generic["train"].sources, resize, "train", generic["train"].names),
                        cfg.batch_size, params.seed + 1, n_generic, plan.count("generic") - n_generic,
-                       params.runtime.num_workers, pin)
+                       params.runtime.num_workers, pin, ctx)
 
     def evaluate_and_select(at_step: int, target_steps: int, logs: dict[str, float]) -> None:
         nonlocal best
+        if not ctx.is_main:
+            return
         scores = validation(tuner, spec, val_splits, params)
         crit = criterion(scores, cfg.select_on)
         row = {"step": at_step, "target_steps": target_steps, "val_target_map": scores["target"],
@@ -150,7 +159,8 @@ def train(params: Params, method: str, cfg: FinetuneCfg, device: torch.device) -
     if step == 0:
         evaluate_and_select(0, 0, {})
     start, running = time.time(), {}
-    bar = tqdm(total=len(plan), initial=step, desc=f"finetune {method}", unit="step", disable=not plan)
+    bar = tqdm(total=len(plan), initial=step, desc=f"finetune {method}", unit="step",
+               disable=not plan or not ctx.is_main)
     while step < len(plan):
         if plan[step] == "target":
             images, idx = next(tgt_iter)
@@ -168,12 +178,15 @@ def train(params: Params, method: str, cfg: FinetuneCfg, device: torch.device) -
         if done % cfg.eval_every == 0 or step == len(plan):
             evaluate_and_select(step, done, {k: float(np.mean(v)) for k, v in running.items()})
             running = {}
-            bar.set_postfix(val_target=f"{history[-1]['val_target_map']:.3f}",
-                            val_generic=f"{history[-1]['val_generic_map']:.3f}")
-        if done % cfg.checkpoint_every == 0 and step < len(plan):
+            if history:
+                bar.set_postfix(val_target=f"{history[-1]['val_target_map']:.3f}",
+                                val_generic=f"{history[-1]['val_generic_map']:.3f}")
+        if done % cfg.checkpoint_every == 0 and step < len(plan) and ctx.is_main:
             save_state(state_file, {"tuner": tuner.state_dict(), "step": step, "best": best, "history": history,
                                     "rng": torch.get_rng_state()})
     bar.close()
+    if not ctx.is_main:
+        return {}
     assert best is not None
     return {"best": best, "history": history, "seconds": round(time.time() - start, 1), "steps": len(plan),
             "train_classes": int(len(classes)), "resume_state": str(state_file)}
@@ -196,16 +209,28 @@ def write_curves(method: str, history: list[dict[str, float]]) -> None:
 def main(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     cfg = method_config(params, args.method)
+    if params.runtime.processes > 1 and not distributed.launched_by_torchrun() and cfg.kind != "pretrained":
+        distributed.relaunch_with_torchrun(params.runtime.processes, ["finetune", args.method, "--params", args.params])
+        return
     set_threads(params.runtime.threads)
-    device = resolve_device(params.runtime.device)
-    result = train(params, args.method, cfg, device)
+    ctx = distributed.setup(params.runtime.device)
+    try:
+        result = train(params, args.method, cfg, ctx)
+        if ctx.is_main:
+            write_outputs(params, args.method, cfg, result)
+    finally:
+        distributed.teardown(ctx)
+
+
+def write_outputs(params: Params, method: str, cfg: FinetuneCfg, result: dict[str, Any]) -> None:
+    """The selected weights + training record (atomically), curves, and no resume state left."""
     best = result.pop("best")
     weights = best.pop("weights")
-    record = {"method": args.method, "config": asdict(cfg), "selected": best, **result}
-    with pio.atomic_path(paths.run(args.method), directory=True) as tmp:
+    record = {"method": method, "config": asdict(cfg), "selected": best, **result}
+    with pio.atomic_path(paths.run(method), directory=True) as tmp:
         torch.save(weights, tmp / CHECKPOINT)
         (tmp / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True, default=float) + "\n")
-    write_curves(args.method, result["history"])
-    shutil.rmtree(paths.resume(args.method), ignore_errors=True)  # finished: nothing left to resume
-    print(f"[finetune {args.method}] selected step {best['step']} ({cfg.select_on}): val target mAP@{params.eval.k} "
+    write_curves(method, result["history"])
+    shutil.rmtree(paths.resume(method), ignore_errors=True)  # finished: nothing left to resume
+    print(f"[finetune {method}] selected step {best['step']} ({cfg.select_on}): val target mAP@{params.eval.k} "
           f"{best['target']:.3f}, val generic {best['generic']:.3f}; {result['seconds']} s")

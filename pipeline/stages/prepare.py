@@ -74,10 +74,11 @@ def embedded_web(name: str, cfg: DatasetCfg) -> pl.DataFrame:
     animal_splits = np.empty(len(animals.labels), dtype=object)
     for split, idx in animal_split_idx.items():
         animal_splits[idx] = split
+    used = animal_splits != None  # noqa: E711 - fractions may sum to < 1: the rest is not used
     return pl.concat([
         _frame(name, shapes.images, shapes.labels, shapes.class_names, shape_splits, "shapes", shapes.captions),
-        _frame(name, animals.images, animals.labels, animals.class_names, list(animal_splits), "animals",
-               animals.captions, label_offset=len(shapes.class_names)),
+        _frame(name, animals.images[used], animals.labels[used], animals.class_names, list(animal_splits[used]),
+               "animals", [c for c, u in zip(animals.captions, used) if u], label_offset=len(shapes.class_names)),
     ])
 
 

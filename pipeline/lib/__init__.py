@@ -1,0 +1,1 @@
+"""Library code: no file-system or CLI knowledge."""

@@ -1,0 +1,1 @@
+"""Dataset sources: download, verify, extract, and read local folders."""

@@ -1,0 +1,61 @@
+"""params.yaml schema: presets compose to valid configs, bad keys/values fail naming the key."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, load_params, method_config
+from tests.conftest import ROOT, run
+
+
+def test_committed_params_is_the_embedded_preset(tmp_path: Path) -> None:
+    """params.yaml is generated: composing the default preset must reproduce it byte for byte."""
+    out = tmp_path / "params.yaml"
+    run([sys.executable, "-m", "pipeline", "configure", "--output", str(out)], ROOT)
+    assert out.read_text() == (ROOT / "params.yaml").read_text(), "params.yaml is stale: run `python -m pipeline configure`"
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
+def test_every_preset_composes_to_a_valid_config(preset: str, tmp_path: Path) -> None:
+    out = tmp_path / "params.yaml"
+    run([sys.executable, "-m", "pipeline", "configure", f"experiment={preset}", "--output", str(out)], ROOT)
+    params = load_params(out)
+    assert params.experiment == preset
+    for method in params.methods:
+        method_config(params, method)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("finetune.lr_headx=1", "finetune.lr_headx"),
+    ("finetune.steps=-1", "finetune.steps"),
+    ("finetune.steps=abc", "finetune.steps"),
+    ("finetune.select_on=best", "finetune.select_on"),
+    ("runtime.device=tpu", "runtime.device"),
+    ("roles.target=nope", "roles.target"),
+    ("datasets.glyphs.val_class_fraction=1.5", "datasets.glyphs.val_class_fraction"),
+    ("methods.infuse.lambda_distil=3", "methods.infuse.lambda_distil"),
+    ("methods.infuse.lambda_distill=-3", "methods.infuse.lambda_distill"),
+])
+def test_bad_values_name_the_key(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_params(ROOT / "params.yaml", overrides=[override])
+
+
+def test_method_overrides_apply_on_top_of_finetune() -> None:
+    params = load_params(ROOT / "params.yaml")
+    infuse = method_config(params, "infuse")
+    assert infuse.lambda_distill > 0 and infuse.steps == params.finetune.steps
+    assert method_config(params, "naive").lambda_distill == 0
+    with pytest.raises(ConfigError, match="unknown method"):
+        method_config(params, "nope")
+
+
+def test_configure_refuses_a_bad_override_and_keeps_the_file(tmp_path: Path) -> None:
+    out = tmp_path / "params.yaml"
+    out.write_text("sentinel\n")
+    proc = run([sys.executable, "-m", "pipeline", "configure", "finetune.steps=-5", "--output", str(out)], ROOT,
+               check=False)
+    assert proc.returncode != 0 and "finetune.steps" in proc.stderr
+    assert out.read_text() == "sentinel\n"
