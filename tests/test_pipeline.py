@@ -1,0 +1,116 @@
+"""The real pipeline on the tiny preset: DVC twice (no-op), a param change reruns only dependents,
+`dvc metrics diff`, Snakemake from the same definition, and a killed fine-tune that resumes."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import OFFLINE, copy_project, run
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def summary(project: Path) -> dict:
+    return json.loads((project / "reports" / "metrics.json").read_text())["summary"]
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny project after one full `dvc repro`, committed with its dvc.lock."""
+    project = copy_project(tmp_path_factory.mktemp("dvc") / "project")
+    run([sys.executable, "-m", "pipeline", "configure", "experiment=tiny"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "tiny"], project)
+    out = run([str(BIN / "dvc"), "repro"], project)
+    assert {"prepare@glyphs", "teacher", "features", "finetune@infuse", "report"} <= ran_stages(out.stdout)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "results"], project)
+    return project
+
+
+def test_repro_writes_the_report_with_fig1_deltas(reproduced: Path) -> None:
+    s = summary(reproduced)
+    for method in ("naive", "infuse"):
+        for key in ("delta_in_domain", "delta_ood_image_image", "delta_ood_image_text"):
+            assert isinstance(s[method][key], float)
+    assert "delta_in_domain" not in s["pretrained"]
+    assert (reproduced / "reports" / "fig1_deltas.png").stat().st_size > 10_000
+    report = (reproduced / "reports" / "report.md").read_text()
+    assert "| naive |" in report and "| infuse |" in report
+    teacher = json.loads((reproduced / "reports" / "teacher.json").read_text())
+    assert set(teacher["zero_shot"]) == {"shapes", "animals"}
+
+
+def test_second_repro_is_a_noop(reproduced: Path) -> None:
+    out = run([str(BIN / "dvc"), "repro"], reproduced)
+    assert ran_stages(out.stdout) == set(), out.stdout
+
+
+def test_param_change_reruns_only_finetuning_and_dependents(reproduced: Path) -> None:
+    out = run([str(BIN / "dvc"), "exp", "run", "-S", "experiment=tiny", "-S", "finetune.select_on=last",
+               "-S", "finetune.lr_backbone=0.003"], reproduced)
+    ran = ran_stages(out.stdout)
+    assert "finetune@infuse" in ran and "evaluate@infuse" in ran and "report" in ran
+    assert not ran & {"prepare@glyphs", "prepare@web", "teacher", "features"}, ran
+    diff = run([str(BIN / "dvc"), "metrics", "diff", "--md"], reproduced).stdout
+    assert "summary.infuse" in diff or "methods.infuse" in diff, diff
+
+
+def test_snakemake_runs_the_same_pipeline(reproduced: Path, tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "snake")
+    run([sys.executable, "-m", "pipeline", "configure", "experiment=tiny"], project)
+    dry = run([str(BIN / "snakemake"), "-n", "--cores", "2"], project)
+    assert "finetune__infuse" in dry.stdout
+    run([str(BIN / "snakemake"), "--cores", "2"], project)
+    # same commands, same params, deterministic CPU runs: the numbers DVC committed (HEAD)
+    committed = subprocess.run(["git", "show", "HEAD:reports/metrics.json"], cwd=reproduced, capture_output=True,
+                               text=True, check=True).stdout
+    for method in ("pretrained", "naive", "infuse"):
+        assert summary(project)[method] == pytest.approx(json.loads(committed)["summary"][method], abs=1e-3)
+    again = run([str(BIN / "snakemake"), "--cores", "2"], project)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_killed_finetune_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "resume")
+    overrides = ["experiment=tiny", "finetune.steps=120", "finetune.checkpoint_every=10", "finetune.eval_every=40"]
+    run([sys.executable, "-m", "pipeline", "configure", *overrides], project)
+    for stage in (["prepare", "glyphs"], ["prepare", "web"], ["teacher"], ["features"]):
+        run([sys.executable, "-m", "pipeline", *stage], project)
+    cmd = [sys.executable, "-m", "pipeline", "finetune", "infuse"]
+    run(cmd, project)
+    uninterrupted = torch.load(project / "data/runs/infuse/visual.pt", weights_only=True)
+    record = json.loads((project / "data/runs/infuse/train.json").read_text())
+
+    proc = subprocess.Popen(cmd, cwd=project, env={**os.environ, **OFFLINE},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    resume_dir = project / "data/.resume/infuse"
+    deadline = time.time() + 120
+    while not any(resume_dir.glob("*.pt")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert any(resume_dir.glob("*.pt")), "no checkpoint was written before the kill"
+    resumed = run(cmd, project)
+    assert "resuming at step" in resumed.stdout + resumed.stderr
+    weights = torch.load(project / "data/runs/infuse/visual.pt", weights_only=True)
+    assert weights.keys() == uninterrupted.keys()
+    for name in weights:
+        torch.testing.assert_close(weights[name], uninterrupted[name], rtol=0, atol=0)
+    assert json.loads((project / "data/runs/infuse/train.json").read_text())["selected"]["step"] == \
+        record["selected"]["step"]
+    assert not any(resume_dir.glob("*.pt")), "resume state must be removed once the run finishes"
