@@ -33,5 +33,7 @@ for _stage in STAGES:
             signature=params_signature(_stage),
         resources:
             gpu=1 if _stage.name.split("@")[0] in GPU_STAGES else 0,
+            slurm_partition=config.get("slurm_gpu_partition" if _stage.name.split("@")[0] in GPU_STAGES
+                                       else "slurm_cpu_partition", "")
         shell:
             _stage.cmd

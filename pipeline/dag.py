@@ -59,7 +59,7 @@ def load_stages(root: str | Path = ".") -> list[StageSpec]:
                     params.update({k: _lookup(params_tree, k) for k in dep.params})
                 else:
                     deps.append(str(dep.def_path))
-            specs.append(StageSpec(st.addressing, st.cmd, deps, [str(o.def_path) for o in st.outs], params))
+            specs.append(StageSpec(st.name, st.cmd, deps, [str(o.def_path) for o in st.outs], params))
     all_outs = [o for s in specs for o in s.outs]
     for spec in specs:
         spec.deps = _expand(spec.deps, all_outs)

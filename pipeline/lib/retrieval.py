@@ -6,63 +6,88 @@ import numpy as np
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows scaled to unit L2 norm (float32); all-zero rows stay zero instead of becoming NaN."""
     x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
 def build_index(embeddings: np.ndarray, kind: str = "flat", nlist: int = 64, hnsw_m: int = 32) -> faiss.Index:
-    """Inner-product index: 'flat' (exact), 'ivf' (trained IVFFlat) or 'hnsw'."""
+    """Inner-product index over `embeddings`: 'flat' (exact), 'ivf' (IVFFlat, trained here) or 'hnsw'."""
     emb = np.ascontiguousarray(embeddings, np.float32)
     d = emb.shape[1]
     if kind == "flat":
         index = faiss.IndexFlatIP(d)
     elif kind == "ivf":
+        # FAISS wants >= 39 training points per centroid; a tiny gallery gets fewer lists, never 0
         nlist = max(1, min(nlist, len(emb) // 39))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         index.train(emb)
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
     else:
-        raise ValueError(f"unknown index kind '{kind}' (flat | ivf | hnsw)")
+        raise ValueError(f"unknown index kind {kind!r} (expected 'flat', 'ivf' or 'hnsw')")
     index.add(emb)
     return index
 
 
 def search(index: faiss.Index, queries: np.ndarray, k: int, chunk_size: int = 8192,
            nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(scores [Q,k], ids [Q,k]) searched chunk by chunk; k is clipped to the index size."""
-    if nprobe is not None and hasattr(index, "nprobe"):
-        index.nprobe = nprobe
+    """(scores float32 [Q,k], ids int64 [Q,k]), best first, searched `chunk_size` queries at a time.
+
+    k is clipped to index.ntotal; ids FAISS could not fill (IVF with few probed lists) are -1.
+    `nprobe` applies to IVF indices only and is passed per call, so the index is not mutated.
+    """
     k = min(k, index.ntotal)
     q = np.ascontiguousarray(queries, np.float32)
-    scores, ids = [], []
+    if k <= 0:
+        return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+    params = faiss.SearchParametersIVF(nprobe=nprobe) if nprobe and isinstance(index, faiss.IndexIVF) else None
+    scores, ids = np.empty((len(q), k), np.float32), np.empty((len(q), k), np.int64)
     for start in range(0, len(q), chunk_size):
-        s, i = index.search(q[start:start + chunk_size], k)
-        scores.append(s)
-        ids.append(i)
-    if not scores:
-        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-    return np.concatenate(scores), np.concatenate(ids).astype(np.int64)
+        scores[start:start + chunk_size], ids[start:start + chunk_size] = index.search(
+            q[start:start + chunk_size], k, params=params)
+    return scores, ids
 
 
 def knn(queries: np.ndarray, index_embeddings: np.ndarray, k: int, exclude_self: bool,
         index: faiss.Index | None = None, chunk_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-    """Exact kNN. With `exclude_self` (query i is index item i) the query is removed from its own
-    list by id (not by assuming it ranks first: duplicates can tie with it)."""
+    """Exact kNN (scores, ids), exactly min(k, ntotal - exclude_self) columns.
+
+    With `exclude_self` (query i is index item i) k+1 neighbours are searched and the query's own
+    id is removed from its row by id, not by assuming it ranks first: a duplicate vector ties with
+    it and may come first. If its id is not among the k+1 (more than k ties), the last one is dropped.
+    """
     index = index if index is not None else build_index(index_embeddings, "flat")
     if not exclude_self:
         return search(index, queries, k, chunk_size)
+    if len(queries) != index.ntotal:
+        raise ValueError(f"exclude_self needs the query set to be the index set "
+                         f"({len(queries)} queries, {index.ntotal} indexed)")
     scores, ids = search(index, queries, k + 1, chunk_size)
+    if ids.shape[1] == 0:
+        return scores, ids
     own = ids == np.arange(len(ids))[:, None]
-    # drop the query's own column, or the last one when the query is not among the k+1 results
     drop = np.where(own.any(1), own.argmax(1), ids.shape[1] - 1)
-    keep = np.ones_like(ids, dtype=bool)
+    keep = np.ones(ids.shape, bool)
     keep[np.arange(len(ids)), drop] = False
     width = ids.shape[1] - 1
     return scores[keep].reshape(-1, width), ids[keep].reshape(-1, width)
 
 
-def recall_against_exact(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
-    """Mean fraction of the exact top-k found by an approximate search."""
-    hits = [len(set(a) & set(e)) / max(1, len(e)) for a, e in zip(approx_ids.tolist(), exact_ids.tolist())]
-    return float(np.mean(hits)) if hits else 1.0
+def recall_against_exact(approx_ids: np.ndarray, exact_ids: np.ndarray, chunk_size: int = 4096) -> float:
+    """Mean over queries of the fraction of exact top-k ids present in the approximate top-k.
+
+    -1 (unfilled) ids never match; a query with no exact ids has nothing to miss and scores 1.
+    """
+    approx_ids, exact_ids = np.asarray(approx_ids), np.asarray(exact_ids)
+    if len(exact_ids) == 0:
+        return 1.0
+    # [chunk, k_approx, k_exact] comparison table: keep it to ~16M entries
+    chunk_size = max(1, min(chunk_size, 2 ** 24 // max(1, approx_ids.shape[1] * exact_ids.shape[1])))
+    fractions = []
+    for start in range(0, len(exact_ids), chunk_size):
+        a, e = approx_ids[start:start + chunk_size], exact_ids[start:start + chunk_size]
+        found = ((a[:, :, None] == e[:, None, :]) & (e[:, None, :] >= 0)).any(1).sum(1)
+        valid = (e >= 0).sum(1)
+        fractions.append(np.where(valid > 0, found / np.maximum(valid, 1), 1.0))
+    return float(np.concatenate(fractions).mean())

@@ -1,0 +1,1 @@
+"""Offline data worlds: image sets generated from, or read out of, files that ship with installed packages."""

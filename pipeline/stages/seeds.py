@@ -1,0 +1,111 @@
+"""`python -m pipeline seeds`: the summary Δs as mean ± std over fine-tuning seeds.
+
+The seeds are DVC experiments (the teacher and its features are shared, only fine-tuning and what
+follows rerun), e.g.:
+
+    dvc exp run -S finetune.seed=1 --queue && dvc exp run -S finetune.seed=2 --queue
+    dvc exp run --run-all
+    python -m pipeline seeds        # HEAD's workspace result (seed 0) + the experiments
+
+Reads `dvc.api.exp_show()`, keeps one result per seed (the newest), and writes
+`reports/seeds.json` and `reports/seeds.md`.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+import numpy as np
+
+from pipeline import io as pio
+from pipeline import paths
+
+SEEDS_JSON = paths.REPORTS / "seeds.json"
+SEEDS_MD = paths.REPORTS / "seeds.md"
+DELTAS = ("delta_in_domain", "delta_ood_image_image", "delta_ood_image_text")
+
+
+def _num(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(out) else out
+
+
+def collect(rows: list[dict[str, Any]], experiment: str) -> dict[int, dict[str, dict[str, float]]]:
+    """seed → method → Δ values, from exp_show rows of the given preset (newest row per seed wins)."""
+    by_seed: dict[int, dict[str, dict[str, float]]] = {}
+    for row in rows:  # exp_show lists the workspace first, then the newest experiments first
+        if row.get("params.yaml:experiment") not in (experiment, None) or row.get("State") in ("Failed", "Queued"):
+            continue
+        seed = _num(row.get("params.yaml:finetune.seed", 0))
+        if seed is None or int(seed) in by_seed:
+            continue
+        methods: dict[str, dict[str, float]] = {}
+        for key, value in row.items():
+            parts = key.split(":")[-1].split(".")
+            if len(parts) == 3 and parts[0] == "summary" and parts[2] in DELTAS and _num(value) is not None:
+                methods.setdefault(parts[1], {})[parts[2]] = float(value)
+        if methods:
+            by_seed[int(seed)] = methods
+    return by_seed
+
+
+def aggregate(by_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """method → Δ name → {mean, std, n} (std with ddof=1 when n > 1)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    methods = sorted({m for s in by_seed.values() for m in s})
+    for method in methods:
+        for delta in DELTAS:
+            values = [s[method][delta] for s in by_seed.values() if delta in s.get(method, {})]
+            if values:
+                out.setdefault(method, {})[delta] = {
+                    "mean": round(float(np.mean(values)), 3),
+                    "std": round(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, 3),
+                    "n": len(values)}
+    return out
+
+
+def markdown(table: dict[str, dict[str, dict[str, float]]], seeds: list[int]) -> str:
+    lines = [f"# Summary Δs over fine-tuning seeds {seeds}", "",
+             "Points ×100, mean ± std (n = seeds). Δ = method − pretrained.", "",
+             "| method | in-domain Δ | OOD image-image Δ | OOD image-text Δ |", "|---|---|---|---|"]
+    for method, row in table.items():
+        cells = [f"{row[d]['mean']:+.2f} ± {row[d]['std']:.2f} (n={row[d]['n']})" if d in row else "–" for d in DELTAS]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    if "naive" in table and "infuse" in table:
+        n, i = table["naive"], table["infuse"]
+        kept = i["delta_in_domain"]["mean"] / n["delta_in_domain"]["mean"] if n["delta_in_domain"]["mean"] else float("nan")
+        lines += ["", f"infuse keeps {100 * kept:.0f} % of naive's in-domain gain; it loses "
+                  f"{_share(i, n, 'delta_ood_image_image')} of naive's out-of-domain image-image loss and "
+                  f"{_share(i, n, 'delta_ood_image_text')} of its image-text loss."]
+    return "\n".join(lines) + "\n"
+
+
+def _share(method: dict, naive: dict, key: str) -> str:
+    base = naive[key]["mean"]
+    return f"{100 * method[key]['mean'] / base:.0f} %" if base < 0 else "n/a (naive did not lose)"
+
+
+def summary(args: argparse.Namespace) -> None:  # pragma: no cover - alias kept for the CLI table
+    main(args)
+
+
+def main(args: argparse.Namespace) -> None:
+    import dvc.api
+
+    from pipeline.config import load_params
+
+    params = load_params(args.params)
+    rows = dvc.api.exp_show(force=True)
+    by_seed = collect(rows, params.experiment)
+    if not by_seed:
+        raise ValueError("no results found: run `dvc repro` and some `dvc exp run -S finetune.seed=N` first")
+    table = aggregate(by_seed)
+    pio.write_json({"seeds": sorted(by_seed), "per_seed": {str(k): v for k, v in sorted(by_seed.items())},
+                    "summary": table}, SEEDS_JSON)
+    with pio.atomic_path(SEEDS_MD) as tmp:
+        tmp.write_text(markdown(table, sorted(by_seed)))
+    print(SEEDS_MD.read_text())

@@ -1,0 +1,255 @@
+"""The embedded world: deterministic, well-formed, and its labels and captions are true of its images."""
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.lib.worlds import embedded as world
+
+
+@pytest.fixture(scope="module")
+def classes() -> list[world.GlyphClass]:
+    return world.glyph_classes()
+
+
+@pytest.fixture(scope="module")
+def shapes() -> world.ImageSet:
+    return world.render_shapes(600, seed=5)
+
+
+@pytest.fixture(scope="module")
+def animals() -> world.ImageSet:
+    return world.load_animal_mnist()
+
+
+def check_image_set(s: world.ImageSet, n: int, size: int) -> None:
+    assert s.images.dtype == np.uint8 and s.images.shape == (n, size, size, 3)
+    assert s.labels.dtype == np.int64 and s.labels.shape == (n,)
+    assert s.labels.min() >= 0 and s.labels.max() < len(s.class_names)
+    assert len(s.captions) == n and all(isinstance(c, str) and c for caps in s.captions for c in caps)
+
+
+# ------------------------------------------------------------------------------------- glyphs
+def test_enough_glyph_classes_sorted_letters_with_names(classes) -> None:
+    assert len(classes) >= 300
+    cps = [ord(c.char) for c in classes]
+    assert cps == sorted(cps) and len(set(cps)) == len(cps)
+    for c in classes:
+        assert unicodedata.category(c.char).startswith("L")
+        assert c.name == unicodedata.name(c.char).lower()
+        assert len(c.fonts) >= 6
+    assert len({c.name for c in classes}) == len(classes)
+    fewer = world.glyph_classes(min_fonts=12)
+    assert 0 < len(fewer) < len(classes) and all(len(c.fonts) >= 12 for c in fewer)
+
+
+def test_glyph_fonts_really_contain_the_glyph(classes) -> None:
+    from fontTools.ttLib import TTFont
+
+    fonts = sorted({f for c in classes for f in c.fonts})
+    assert len(fonts) >= 12 and all(Path(f).name.startswith(("DejaVu", "STIXGeneral")) for f in fonts)
+    cmaps = {f: TTFont(f, lazy=True).getBestCmap() for f in fonts}
+    missing = [(c.char, Path(f).name) for c in classes for f in c.fonts if ord(c.char) not in cmaps[f]]
+    assert not missing
+    # and the fonts not listed for a class really lack it (the listing is complete)
+    extra = [(c.char, Path(f).name) for c in classes for f in fonts
+             if f not in c.fonts and ord(c.char) in cmaps[f]]
+    assert len(extra) <= len(classes) // 20   # only fonts dropped for drawing no ink
+
+
+def test_lookalikes_and_compatibility_variants_are_dropped(classes) -> None:
+    chars = {c.char for c in classes}
+    assert {"a", "e", "é", "ę", "ȩ", "o", "O", "ß", "Ω", "ж"} <= chars
+    # Cyrillic а / Greek Α / Cyrillic о draw the Latin letter's picture; Kelvin sign K and 𝑎 are variants
+    assert not {"\u0430", "\u0391", "\u043e", "\u212a", "\U0001d44e", "\u02b0"} & chars
+
+
+def test_render_glyphs_deterministic_and_shaped(classes) -> None:
+    chosen = classes[:5] + classes[-5:]
+    a = world.render_glyphs(chosen, per_class=4, seed=3)
+    b = world.render_glyphs(chosen, per_class=4, seed=3)
+    c = world.render_glyphs(chosen, per_class=4, seed=4)
+    check_image_set(a, 40, 32)
+    assert a.images.tobytes() == b.images.tobytes() and a.captions == b.captions
+    assert a.images.tobytes() != c.images.tobytes()
+    assert a.labels.tolist() == [i for i in range(10) for _ in range(4)]
+    assert a.class_names == [g.name for g in chosen]
+    assert all(caps[0] == f"the letter {a.class_names[y]}" for caps, y in zip(a.captions, a.labels))
+    assert world.render_glyphs(chosen[:2], per_class=3, seed=0, size=48).images.shape == (6, 48, 48, 3)
+
+
+def test_glyph_images_show_a_dark_letter_inside_the_image(classes) -> None:
+    s = world.render_glyphs(classes[::40], per_class=8, seed=1)
+    grey = s.images.astype(np.float32).mean(-1)
+    for img in grey:
+        bg = np.median(img)
+        ink = img < bg - 40                               # dark strokes on a light background
+        assert 4 <= ink.sum() <= 0.6 * img.size            # a letter, not blank, not a blob
+        border = np.concatenate([ink[0], ink[-1], ink[:, 0], ink[:, -1]])
+        assert border.mean() < 0.1                          # not cut by the image edge
+
+
+def test_glyph_classes_differ_and_styles_are_cycled(classes) -> None:
+    by_char = {c.char: c for c in classes}
+    chosen = [by_char[ch] for ch in "eéęoO"]
+    s = world.render_glyphs(chosen, per_class=16, seed=2)
+    ink = 255.0 - s.images.astype(np.float32).mean(-1)
+    ink = ink - ink.mean((1, 2), keepdims=True)
+    means = np.stack([ink[s.labels == k].mean(0) for k in range(5)])
+    dist = np.abs(means[:, None] - means[None]).mean((2, 3))
+    assert (dist[~np.eye(5, dtype=bool)] > 0).all()
+    # within a class the styles vary: the 16 images use >= 8 different fonts' caption styles
+    styles = {caps[1] for caps in s.captions[:16]}
+    assert len(styles) >= 8
+
+
+# ------------------------------------------------------------------------------------- splits
+@pytest.mark.parametrize("n", [10, 300, 1351])
+def test_split_classes_disjoint_covering_proportional(n: int) -> None:
+    s = world.split_classes(n, seed=7)
+    parts = [set(s[k].tolist()) for k in ("train", "val", "test")]
+    assert set().union(*parts) == set(range(n)) and sum(map(len, parts)) == n
+    assert abs(len(parts[2]) - n * 0.5) <= 1
+    assert abs(len(parts[1]) - (n - len(parts[2])) * 0.2) <= 1
+    assert all(s[k].dtype == np.int64 for k in s)
+    again = world.split_classes(n, seed=7)
+    assert all(np.array_equal(s[k], again[k]) for k in s)
+    if n >= 300:
+        assert not np.array_equal(s["test"], world.split_classes(n, seed=8)["test"])
+    custom = world.split_classes(n, seed=7, test_fraction=0.3, val_fraction_of_train=0.0)
+    assert len(custom["val"]) == 0 and abs(len(custom["test"]) - 0.3 * n) <= 1
+
+
+def test_stratified_split_per_class_proportions() -> None:
+    labels = np.repeat(np.arange(4), [100, 50, 80, 1000])
+    fr = {"train": 0.7, "val": 0.1, "test": 0.2}
+    s = world.stratified_split(labels, fr, seed=0)
+    all_idx = np.concatenate(list(s.values()))
+    assert len(all_idx) == len(labels) and len(np.unique(all_idx)) == len(labels)
+    for c, size in enumerate([100, 50, 80, 1000]):
+        for k, f in fr.items():
+            assert abs((labels[s[k]] == c).sum() - f * size) <= 1
+    same = world.stratified_split(labels, fr, seed=0)
+    assert all(np.array_equal(s[k], same[k]) for k in s)
+    assert not np.array_equal(s["test"], world.stratified_split(labels, fr, seed=1)["test"])
+    part = world.stratified_split(labels, {"train": 0.5}, seed=0)   # sums < 1: the rest is unused
+    assert len(part["train"]) == 615
+    with pytest.raises(ValueError):
+        world.stratified_split(labels, {"a": 0.8, "b": 0.3}, seed=0)
+
+
+# ------------------------------------------------------------------------------------- shapes
+def nearest_colour(pixels: np.ndarray) -> np.ndarray:
+    names = list(world.COLORS)
+    ref = np.array([world.COLORS[c] for c in names], np.float32)
+    return np.array(names)[np.argmin(((pixels[:, None, :] - ref[None]) ** 2).sum(-1), axis=1)]
+
+
+def object_mask(img: np.ndarray) -> np.ndarray:
+    """Pixels far from the background (the median of the border), keeping the clearest ones."""
+    x = img.astype(np.float32)
+    border = np.concatenate([x[0], x[-1], x[:, 0], x[:, -1]])
+    dist = np.linalg.norm(x - np.median(border, 0), axis=-1)
+    return (dist > 50) & (dist >= 0.7 * dist.max())
+
+
+def test_render_shapes_deterministic_and_shaped(shapes) -> None:
+    check_image_set(shapes, 600, 32)
+    again = world.render_shapes(600, seed=5)
+    assert shapes.images.tobytes() == again.images.tobytes() and shapes.captions == again.captions
+    assert shapes.images.tobytes() != world.render_shapes(600, seed=6).images.tobytes()
+    assert shapes.class_names == world.shape_class_names() and len(shapes.class_names) == 64
+    assert len(set(shapes.class_names)) == 64
+    assert len(set(shapes.labels.tolist())) == 64             # 600 draws cover all 64 classes
+    assert all(4 <= len(c) <= 5 and len(set(c)) == len(c) for c in shapes.captions)
+    assert world.render_shapes(0, seed=0).images.shape == (0, 32, 32, 3)
+    assert world.render_shapes(3, seed=0, size=64).images.shape == (3, 64, 64, 3)
+
+
+def test_shape_attributes_match_labels(shapes) -> None:
+    attrs = world.shape_attributes(600, seed=5)
+    assert len(attrs) == 600
+    for a, y in zip(attrs, shapes.labels):
+        assert set(a) == {"shape", "color", "size", "position"}
+        assert shapes.class_names[y] == f"{a['color']} {a['shape']}"
+        assert a["size"] in world.SIZES and a["position"] in world.POSITIONS
+
+
+def test_shape_colour_is_the_named_colour(shapes) -> None:
+    attrs = world.shape_attributes(600, seed=5)
+    for img, a in zip(shapes.images, attrs):
+        obj = object_mask(img)
+        names, counts = np.unique(nearest_colour(img[obj].astype(np.float32)), return_counts=True)
+        assert names[np.argmax(counts)] == a["color"], a
+
+
+def test_shape_size_and_position_are_visible(shapes) -> None:
+    attrs = world.shape_attributes(600, seed=5)
+    extent: dict[str, list[int]] = {"small": [], "large": []}
+    for img, a in zip(shapes.images, attrs):
+        x = img.astype(np.float32)
+        border = np.concatenate([x[0], x[-1], x[:, 0], x[:, -1]])
+        obj = np.linalg.norm(x - np.median(border, 0), axis=-1) > 60
+        ys, xs = np.nonzero(obj)
+        cx, cy = (xs.min() + xs.max()) / 62, (ys.min() + ys.max()) / 62
+        pos = a["position"]
+        if pos == "center":
+            assert abs(cx - 0.5) < 0.1 and abs(cy - 0.5) < 0.1, a
+        else:
+            assert (cy < 0.5) == ("top" in pos) and (cx < 0.5) == ("left" in pos), a
+            assert min(abs(cx - 0.5), abs(cy - 0.5)) > 0.1, a        # clearly off-centre
+        extent[a["size"]].append(max(xs.max() - xs.min(), ys.max() - ys.min()) + 1)
+    # "small" and "large" are absolute: every small shape is smaller than every large one
+    assert max(extent["small"]) < min(extent["large"]), (max(extent["small"]), min(extent["large"]))
+
+
+def test_shape_captions_are_true_and_name_nothing_else(shapes) -> None:
+    attrs = world.shape_attributes(600, seed=5)
+    for caps, a in zip(shapes.captions, attrs):
+        assert caps[0] in (f"a {a['color']} {a['shape']}", f"an {a['color']} {a['shape']}")
+        for cap in caps:
+            assert re.search(rf"\b{a['shape']}\b", cap) and re.search(rf"\b{a['color']}\b", cap)
+            assert not [s for s in world.SHAPES if s != a["shape"] and s in cap], cap
+            assert not [c for c in world.COLORS if c != a["color"] and re.search(rf"\b{c}\b", cap)], cap
+            other_size = "large" if a["size"] == "small" else "small"
+            assert other_size not in cap
+            assert not re.search(r"\ba [aeiou]", cap), cap     # "a orange" would be bad English
+            for word in ("left", "right", "top", "bottom", "upper", "lower"):
+                if word in cap:
+                    side = {"upper": "top", "lower": "bottom"}.get(word, word)
+                    assert side in a["position"], (cap, a)
+            if "center" in cap or "middle" in cap:
+                assert a["position"] == "center", (cap, a)
+
+
+# ------------------------------------------------------------------------------------- animals
+def test_animal_mnist_ten_classes_of_a_thousand(animals) -> None:
+    check_image_set(animals, 10_000, 32)
+    assert animals.class_names == ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse",
+                                   "sheep", "zebra"]
+    assert np.bincount(animals.labels).tolist() == [1000] * 10
+    img = animals.images
+    assert (img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all()
+    assert 0.1 < (img[..., 0] > 127).mean() < 0.7             # white animals on black
+    for caps, y in zip(animals.captions[::997], animals.labels[::997]):
+        name = animals.class_names[y]
+        assert caps == [f"a silhouette of {'an' if name[0] in 'aeiou' else 'a'} {name}",
+                        f"a black and white picture of {'an' if name[0] in 'aeiou' else 'a'} {name}"]
+    assert world.load_animal_mnist(size=28).images.shape == (10_000, 28, 28, 3)
+
+
+def test_animal_mnist_split_is_stratified(animals) -> None:
+    s = world.stratified_split(animals.labels, {"train": 0.8, "test": 0.2}, seed=0)
+    assert np.bincount(animals.labels[s["train"]]).tolist() == [800] * 10
+    assert np.bincount(animals.labels[s["test"]]).tolist() == [200] * 10
+
+
+# ------------------------------------------------------------------------------------- prompts
+def test_class_prompts() -> None:
+    assert world.class_prompts(["orange circle", "bear"]) == ["a photo of an orange circle", "a photo of a bear"]
+    assert world.class_prompts(["x"], template="{} letter") == ["x letter"]
+    assert world.class_prompts(["elephant"], template="a drawing of a {}.") == ["a drawing of an elephant."]
