@@ -76,6 +76,7 @@ class EvalCfg:
     image_text: dict[str, EvalSetCfg] = field(default_factory=dict)
     zero_shot: dict[str, EvalSetCfg] = field(default_factory=dict)
     prompt_template: str = "a photo of a {}"
+    merged: bool = True           # also evaluate all image-image sets in one merged index
 
 
 @dataclass
@@ -111,6 +112,7 @@ class FeaturesCfg:
 class FinetuneCfg:
     """Shared fine-tuning recipe; `methods.<name>` overrides any of these keys."""
     kind: str = "finetune"        # finetune | pretrained (no training: the teacher itself)
+    seed: int = 0                 # classifier init, batch order, augmentations (teacher keeps `seed`)
     steps: int = 300              # target-domain steps
     batch_size: int = 128
     lr_backbone: float = 1e-4

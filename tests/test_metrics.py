@@ -246,3 +246,20 @@ def test_zero_shot_accuracy() -> None:
     cos = x @ (p / np.linalg.norm(p, axis=1, keepdims=True)).T
     expected = np.mean([int(np.argmax(cos[i]) == y[i]) for i in range(50)])
     assert metrics.zero_shot_accuracy(x, p, y, chunk_size=9) == pytest.approx(expected)
+
+
+def test_merged_index_evaluation_counts_only_same_set_hits() -> None:
+    from pipeline.lib.evaluation import knn_retrieval, merged_knn_retrieval
+
+    rng = np.random.default_rng(3)
+    a = (retrieval.l2_normalize(rng.normal(size=(40, 8))), rng.integers(0, 4, 40))
+    # set b duplicates a's vectors and labels: in a merged index its items are perfect
+    # neighbours of a's queries, but they belong to another set and must not count as hits
+    b = (a[0].copy(), a[1].copy())
+    merged = merged_knn_retrieval({"a": a, "b": b}, k=5, ks=(5,))
+    alone = knn_retrieval(a[0], a[1], 5, (5,))
+    assert merged["a"]["map@5"] < alone["map@5"]
+    # merging only adds irrelevant items (n_q is unchanged): no metric can improve
+    for name, (emb, labels) in {"a": a, "b": b}.items():
+        single = knn_retrieval(emb, labels, 5, (5,))
+        assert all(merged[name][key] <= single[key] + 1e-12 for key in ("top_1", "map@5", "mmp@5", "recall@5"))

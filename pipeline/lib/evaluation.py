@@ -32,6 +32,25 @@ def knn_retrieval(query_emb: np.ndarray, query_labels: np.ndarray, k: int, ks: S
     return out
 
 
+def merged_knn_retrieval(sets: dict[str, tuple[np.ndarray, np.ndarray]], k: int, ks: Sequence[int]
+                         ) -> dict[str, dict[str, float]]:
+    """kNN in one index holding every set (METHOD §7.1 "common" index): a neighbour is relevant only
+    with the same label *and* the same set (domain). Returns metrics per set."""
+    names = list(sets)
+    emb = np.concatenate([sets[n][0] for n in names])
+    labels = np.concatenate([sets[n][1] for n in names])
+    domains = np.concatenate([np.full(len(sets[n][1]), i) for i, n in enumerate(names)])
+    _, ids = retrieval.knn(emb, emb, k, exclude_self=True)
+    rel = metrics.relevance(labels, labels, ids, domains, domains)
+    n_pos = metrics.count_positives(labels, labels, True, domains, domains)
+    out, start = {}, 0
+    for i, name in enumerate(names):
+        rows = slice(start, start + len(sets[name][1]))
+        out[name] = metrics.ranking_metrics(rel[rows], n_pos[rows], ks=tuple(ks), with_map_at_r=True)
+        start = rows.stop
+    return out
+
+
 def image_text(image_emb: np.ndarray, text_emb: np.ndarray, text_image_ids: np.ndarray,
                ks: Sequence[int]) -> dict[str, float]:
     """Image↔text recall@k in both directions (several captions per image)."""

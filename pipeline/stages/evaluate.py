@@ -16,7 +16,7 @@ import numpy as np
 from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import EvalSetCfg, Params, load_params
-from pipeline.lib.evaluation import image_text, knn_retrieval, zero_shot
+from pipeline.lib.evaluation import image_text, knn_retrieval, merged_knn_retrieval, zero_shot
 from pipeline.stages.common import eval_sets
 from pipeline.stages.finetune import RECORD
 from pipeline.stages.index import gallery
@@ -44,6 +44,20 @@ def image_image(params: Params, method: str) -> dict:
         out[name] = {"domain": domain, **m}
         print(f"[evaluate {method}] {name:>10} ({domain}): mAP@{params.eval.k} {100 * m[f'map@{params.eval.k}']:.2f}"
               f"  top-1 {100 * m['top_1']:.2f}")
+    return out
+
+
+def merged(params: Params, method: str) -> dict:
+    """Every query set against the union of all galleries (same label and same set to count)."""
+    sets = {}
+    for name, (_, cfg) in eval_sets(params).items():
+        if cfg.index_split:  # separate-gallery sets have no single query=index collection to merge
+            continue
+        emb, labels, _ = query_side(params, method, cfg)
+        sets[name] = (emb, labels)
+    out = merged_knn_retrieval(sets, params.eval.k, params.eval.ks) if len(sets) > 1 else {}
+    for name, m in out.items():
+        print(f"[evaluate {method}] {name:>10} (merged): mAP@{params.eval.k} {100 * m[f'map@{params.eval.k}']:.2f}")
     return out
 
 
@@ -78,6 +92,7 @@ def main(args: argparse.Namespace) -> None:
     record = pio.read_json(paths.run(args.method) / RECORD)
     result = {"method": args.method, "k": params.eval.k,
               "image_image": image_image(params, args.method),
+              "image_image_merged": merged(params, args.method) if params.eval.merged else {},
               "image_text": image_text_sets(params, args.method),
               "zero_shot": zero_shot_sets(params, args.method),
               "selection": {"select_on": record["config"]["select_on"], **record["selected"]},

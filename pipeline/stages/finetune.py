@@ -51,7 +51,7 @@ class Split:
 
 def run_key(params: Params, method: str, cfg: FinetuneCfg) -> str:
     """Identity of a training run: resume state is only reused for exactly the same run."""
-    blob = {"cfg": asdict(cfg), "seed": params.seed, "method": method, "teacher": read_teacher_spec(),
+    blob = {"cfg": asdict(cfg), "method": method, "teacher": read_teacher_spec(),
             "target": asdict(params.datasets[params.roles.target]),
             "generic": asdict(params.datasets[params.roles.generic])}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -103,7 +103,7 @@ def train(params: Params, method: str, cfg: FinetuneCfg, ctx: distributed.Contex
 
     online = cfg.teacher_targets == "online"
     tuner = FineTuner(copy.deepcopy(teacher.visual), len(classes), spec["embed_dim"], cfg, spec["mean"],
-                      spec["std"], spec["image_size"], device, params.runtime.precision, params.seed,
+                      spec["std"], spec["image_size"], device, params.runtime.precision, cfg.seed,
                       teacher_visual=copy.deepcopy(teacher.visual) if online else None,
                       distributed=ctx.distributed, compile=params.runtime.compile)
     del teacher
@@ -134,10 +134,10 @@ def train(params: Params, method: str, cfg: FinetuneCfg, ctx: distributed.Contex
     n_target = plan[:step].count("target")
     n_generic = step - n_target
     tgt_iter = batches(ImageDataset(target["train"].sources, resize, "train", target["train"].names),
-                       cfg.batch_size, params.seed, n_target, plan.count("target") - n_target,
+                       cfg.batch_size, cfg.seed, n_target, plan.count("target") - n_target,
                        params.runtime.num_workers, pin, ctx)
     gen_iter = batches(ImageDataset(generic["train"].sources, resize, "train", generic["train"].names),
-                       cfg.batch_size, params.seed + 1, n_generic, plan.count("generic") - n_generic,
+                       cfg.batch_size, cfg.seed + 1, n_generic, plan.count("generic") - n_generic,
                        params.runtime.num_workers, pin, ctx)
 
     def evaluate_and_select(at_step: int, target_steps: int, logs: dict[str, float]) -> None:

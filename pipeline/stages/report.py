@@ -53,7 +53,7 @@ def summarize(results: dict[str, dict], k: int) -> dict[str, dict[str, float]]:
 
 def detailed(results: dict[str, dict]) -> dict:
     """Every metric, nested method → group → set → metric (values in [0, 1])."""
-    keep = ("image_image", "image_text", "zero_shot", "selection")
+    keep = ("image_image", "image_image_merged", "image_text", "zero_shot", "selection")
     return {m: {g: r[g] for g in keep if g in r} for m, r in results.items()}
 
 
@@ -85,7 +85,7 @@ def plot_deltas(summary: dict[str, dict[str, float]], dest: Path) -> None:
 
 def markdown(params: Params, summary: dict, results: dict, teacher: dict) -> str:
     k = params.eval.k
-    lines = ["# Results", "", f"Experiment `{params.experiment}`, seed {params.seed}. All numbers in points "
+    lines = ["# Results", "", f"Experiment `{params.experiment}`, teacher seed {params.seed}, fine-tuning seed {params.finetune.seed}. All numbers in points "
              f"(×100). Image-image: mAP@{k}; image-text: mean of I→T and T→I R@1. Δ = method − pretrained.", ""]
     if teacher.get("zero_shot"):
         zs = ", ".join(f"{n} {z['zero_shot_accuracy']:.1f} % (chance {z['chance']:.1f} %)"
