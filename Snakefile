@@ -30,10 +30,13 @@ for _stage in STAGES:
         output:
             _outputs(_stage),
         params:
+            # the command goes through params: a `shell:` expression is evaluated when the job
+            # runs, by which time the loop variable names the last stage
+            cmd=_stage.cmd,
             signature=params_signature(_stage),
         resources:
             gpu=1 if _stage.name.split("@")[0] in GPU_STAGES else 0,
             slurm_partition=config.get("slurm_gpu_partition" if _stage.name.split("@")[0] in GPU_STAGES
                                        else "slurm_cpu_partition", "")
         shell:
-            _stage.cmd
+            "{params.cmd}"

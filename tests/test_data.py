@@ -60,3 +60,14 @@ def test_crop_flip_is_deterministic_per_step() -> None:
     b = random_crop_flip(batch, 8, step_generator(0, 5), hflip=True)
     c = random_crop_flip(batch, 8, step_generator(0, 6), hflip=True)
     assert a.shape == (4, 3, 8, 8) and torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("global_size", [6, 7])
+def test_each_rank_gets_the_crops_of_its_share_of_the_global_batch(global_size: int) -> None:
+    batch = torch.randint(0, 255, (global_size, 3, 12, 12), dtype=torch.uint8)
+    whole = random_crop_flip(batch, 8, step_generator(3, 9), hflip=True)
+    for rank in range(2):
+        share = random_crop_flip(batch[rank::2], 8, step_generator(3, 9), True, rank, 2, global_size)
+        assert torch.equal(share, whole[rank::2])
+    with pytest.raises(ValueError, match="rank 1/2"):
+        random_crop_flip(batch[:2], 8, step_generator(3, 9), True, 1, 2, global_size)

@@ -37,13 +37,17 @@ def test_two_gloo_processes_match_one_process(prepared: Path) -> None:
     ddp = finetune(prepared, "runtime.processes=2", "runtime.threads=1")
     record_ddp = json.loads((prepared / "data/runs/infuse/train.json").read_text())
     assert record_ddp["steps"] == record_single["steps"]
-    for name, value in single.items():
-        torch.testing.assert_close(ddp[name], value, rtol=1e-4, atol=2e-5)
-    # and training really moved the weights (not a comparison of two untouched copies of θ0)
     from safetensors.torch import load_file
     theta0 = {k.removeprefix("visual."): v for k, v in
               load_file(prepared / "data/teacher/open_clip_model.safetensors").items() if k.startswith("visual.")}
-    assert max((single[n] - theta0[n]).abs().max().item() for n in single) > 1e-4
+    update = sum(((single[n] - theta0[n]) ** 2).sum() for n in single).sqrt()
+    gap = sum(((ddp[n] - single[n]) ** 2).sum() for n in single).sqrt()
+    # training really moved the weights (not a comparison of two untouched copies of θ0) ...
+    assert update > 1e-3
+    # ... and both runs moved them the same way. Not elementwise: the all-reduce sums in another
+    # order, and Adam's m/√v turns float noise on near-zero gradients into steps of size lr.
+    # Different batches or augmentations per rank give a gap of ~50 % of the update; this is ~0.2 %.
+    assert gap / update < 0.01, f"DDP weights differ from single-process by {100 * gap / update:.2f} % of the update"
 
 
 def test_bf16_autocast_path_runs_on_cpu(prepared: Path) -> None:

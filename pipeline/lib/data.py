@@ -73,11 +73,21 @@ class ImageDataset(torch.utils.data.Dataset):
         return to_uint8_tensor(view)
 
 
-def random_crop_flip(batch: torch.Tensor, size: int, generator: torch.Generator, hflip: bool) -> torch.Tensor:
-    """Random size×size crop per image (+ horizontal flip with p=0.5) of a uint8 [B,3,R,R] batch."""
+def random_crop_flip(batch: torch.Tensor, size: int, generator: torch.Generator, hflip: bool,
+                     rank: int = 0, world: int = 1, global_size: int | None = None) -> torch.Tensor:
+    """Random size×size crop per image (+ horizontal flip with p=0.5) of a uint8 [B,3,R,R] batch.
+
+    Under data parallelism a rank holds images `rank::world` of a global batch of `global_size`
+    (StepBatches): crops are drawn for the whole global batch and this rank's share taken, so every
+    image gets the same crop whatever the number of processes.
+    """
     b, _, r, _ = batch.shape
-    offsets = torch.randint(0, r - size + 1, (b, 2), generator=generator)
-    flips = torch.rand(b, generator=generator) < 0.5
+    n = b if global_size is None else global_size
+    if len(range(rank, n, world)) != b:
+        raise ValueError(f"rank {rank}/{world} of a global batch of {n} holds {len(range(rank, n, world))} "
+                         f"images, got {b}")
+    offsets = torch.randint(0, r - size + 1, (n, 2), generator=generator)[rank::world]
+    flips = (torch.rand(n, generator=generator) < 0.5)[rank::world]
     out = torch.stack([batch[i, :, y:y + size, x:x + size] for i, (y, x) in enumerate(offsets.tolist())])
     if hflip:
         out[flips] = out[flips].flip(-1)

@@ -58,8 +58,9 @@ class FineTuner:
     def __init__(self, visual: nn.Module, n_classes: int, embed_dim: int, cfg: FinetuneCfg,
                  mean: Sequence[float], std: Sequence[float], image_size: int, device: torch.device,
                  precision: str = "fp32", seed: int = 0, teacher_visual: nn.Module | None = None,
-                 distributed: bool = False, compile: bool = False):
+                 rank: int = 0, world: int = 1, compile: bool = False):
         self.cfg, self.mean, self.std, self.size = cfg, mean, std, image_size
+        self.rank, self.world = rank, world
         self.device, self.precision, self.seed = device, precision, seed
         torch.manual_seed(seed)  # the classifier's random init (METHOD §2: not from text embeddings)
         self.visual = visual.to(device).train()
@@ -67,7 +68,7 @@ class FineTuner:
         self.anchors = [p.detach().clone() for p in vision_params(self.visual)]
         self.teacher = teacher_visual.to(device).eval().requires_grad_(False) if teacher_visual else None
         student: nn.Module = Student(self.visual, self.classifier)
-        if distributed:
+        if world > 1:
             from torch.nn.parallel import DistributedDataParallel
             # generic steps leave the classifier unused: tell DDP not to wait for its gradients
             student = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None,
@@ -81,7 +82,8 @@ class FineTuner:
     # ------------------------------------------------------------------ pieces
     def _views(self, images_uint8: torch.Tensor, step: int) -> torch.Tensor:
         gen = step_generator(self.seed, step)
-        crops = random_crop_flip(images_uint8, self.size, gen, self.cfg.hflip)
+        crops = random_crop_flip(images_uint8, self.size, gen, self.cfg.hflip, self.rank, self.world,
+                                 global_size=self.cfg.batch_size if self.world > 1 else None)
         return normalize(crops.to(self.device, non_blocking=True), self.mean, self.std)
 
     def weight_term(self) -> torch.Tensor:

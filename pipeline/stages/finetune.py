@@ -51,7 +51,9 @@ class Split:
 
 def run_key(params: Params, method: str, cfg: FinetuneCfg) -> str:
     """Identity of a training run: resume state is only reused for exactly the same run."""
+    # precision changes the numerics: a bf16 state must not be resumed by an fp32 run (or back)
     blob = {"cfg": asdict(cfg), "method": method, "teacher": read_teacher_spec(),
+            "precision": params.runtime.precision,
             "target": asdict(params.datasets[params.roles.target]),
             "generic": asdict(params.datasets[params.roles.generic])}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -105,7 +107,7 @@ def train(params: Params, method: str, cfg: FinetuneCfg, ctx: distributed.Contex
     tuner = FineTuner(copy.deepcopy(teacher.visual), len(classes), spec["embed_dim"], cfg, spec["mean"],
                       spec["std"], spec["image_size"], device, params.runtime.precision, cfg.seed,
                       teacher_visual=copy.deepcopy(teacher.visual) if online else None,
-                      distributed=ctx.distributed, compile=params.runtime.compile)
+                      rank=ctx.rank, world=ctx.world, compile=params.runtime.compile)
     del teacher
     targets = None
     if cfg.lambda_distill > 0 and not online:
@@ -193,17 +195,25 @@ def train(params: Params, method: str, cfg: FinetuneCfg, ctx: distributed.Contex
 
 
 def write_curves(method: str, history: list[dict[str, float]]) -> None:
-    """Training curves through dvclive (for `dvc plots show`), written from the run's history."""
-    from dvclive import Live
+    """Training curves in dvclive's layout (`plots/metrics/<name>.tsv` + `metrics.json`), atomically.
 
-    folder = paths.train_log(method)
-    shutil.rmtree(folder, ignore_errors=True)
-    with Live(dir=str(folder), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+    dvclive's `Live` is not used: it inspects (and may `dvc init`) the surrounding repo and fails
+    in a git repo without commits; its `Metric` writer needs none of that.
+    """
+    from dvclive.plots import Metric
+
+    with pio.atomic_path(paths.train_log(method), directory=True) as tmp:
         for row in history:
-            live.step = int(row["target_steps"])
-            for k, v in row.items():
-                if k not in ("step", "target_steps"):
-                    live.log_metric(k, float(v))
+            for name, value in row.items():
+                if name in ("step", "target_steps"):
+                    continue
+                metric = Metric(name, str(tmp / "plots"))
+                metric.step = int(row["target_steps"])
+                metric.dump(float(value))
+        last = {k: float(v) for k, v in history[-1].items() if k not in ("step", "target_steps")} if history else {}
+        if history:
+            last["step"] = int(history[-1]["target_steps"])
+        (tmp / "metrics.json").write_text(json.dumps(last, indent=4) + "\n")
 
 
 def main(args: argparse.Namespace) -> None:
