@@ -22,6 +22,7 @@ STAGES: dict[str, tuple[str, str, str | None]] = {
     "evaluate": ("pipeline.stages.evaluate", "kNN, image-text and zero-shot metrics of one method", "method"),
     "report": ("pipeline.stages.report", "reports/metrics.json, plots and report.md", None),
     "summary": ("pipeline.stages.report", "print the summary table of reports/metrics.json", None),
+    "seeds": ("pipeline.stages.seeds", "summary Δs as mean ± std over the finetune.seed experiments", None),
     "configure": ("pipeline.stages.configure", "compose params.yaml from a Hydra preset + overrides", None),
 }
 

@@ -89,10 +89,6 @@ def _share(method: dict, naive: dict, key: str) -> str:
     return f"{100 * method[key]['mean'] / base:.0f} %" if base < 0 else "n/a (naive did not lose)"
 
 
-def summary(args: argparse.Namespace) -> None:  # pragma: no cover - alias kept for the CLI table
-    main(args)
-
-
 def main(args: argparse.Namespace) -> None:
     import dvc.api
 
