@@ -34,13 +34,20 @@ def _num(value: Any) -> float | None:
     return None if math.isnan(out) else out
 
 
+def _param(row: dict[str, Any], key: str, default: Any = None) -> Any:
+    """A params value of an exp_show row: DVC names it `key`, or `params.yaml:key` when ambiguous."""
+    if key in row:
+        return row[key]
+    return next((v for k, v in row.items() if k.endswith(f":{key}")), default)
+
+
 def collect(rows: list[dict[str, Any]], experiment: str) -> dict[int, dict[str, dict[str, float]]]:
     """seed → method → Δ values, from exp_show rows of the given preset (newest row per seed wins)."""
     by_seed: dict[int, dict[str, dict[str, float]]] = {}
     for row in rows:  # exp_show lists the workspace first, then the newest experiments first
-        if row.get("params.yaml:experiment") not in (experiment, None) or row.get("State") in ("Failed", "Queued"):
+        if _param(row, "experiment") not in (experiment, None) or row.get("State") in ("Failed", "Queued"):
             continue
-        seed = _num(row.get("params.yaml:finetune.seed", 0))
+        seed = _num(_param(row, "finetune.seed", 0))
         if seed is None or int(seed) in by_seed:
             continue
         methods: dict[str, dict[str, float]] = {}
