@@ -123,13 +123,26 @@ class FinetuneCfg:
     classifier: str = "normface"  # normface | arcface | cosface
     scale: float = 16.0
     margin: float = 0.0
-    lambda_distill: float = 0.0   # λ_d on generic batches
-    lambda_weights: float = 0.0   # λ_w on every batch
+    lambda_distill: float = 0.0   # λ_d on generic batches: embedding distillation (the paper)
+    lambda_weights: float = 0.0   # λ_w on every batch: R_w, uniform pull to θ0 (the paper)
+    lambda_lwf: float = 0.0       # generic batches: KL of zero-shot logits over the generic class prompts (LwF)
+    lwf_temperature: float = 2.0  # τ of both teacher and student softmax in LwF
+    lambda_gram: float = 0.0      # generic batches: batch similarity-structure distillation
+    lambda_ewc: float = 0.0       # every batch: Fisher-weighted pull to θ0 (EWC), Fisher from generic data
+    fisher_batches: int = 20      # generic batches (of batch_size, eval view) the EWC Fisher is averaged over
+    lp_steps: int = 0             # LP-FT: head-only steps (encoder frozen) before full fine-tuning
     teacher_targets: str = "precomputed"  # precomputed (eval view, as the reference) | online
     schedule: str = "round_robin"  # round_robin | target_only
     eval_every: int = 50
     select_on: str = "all"        # all | in-domain | last
     checkpoint_every: int = 50
+
+
+@dataclass
+class WiseFtCfg:
+    """WiSE-FT: θ_α = (1−α)θ0 + α·θ_ft of one fine-tuned method, evaluated at each α (no retraining)."""
+    base: str = "naive"           # a fine-tuning method of `methods`
+    alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
 
 
 @dataclass
@@ -150,6 +163,7 @@ class Params:
     features: FeaturesCfg = field(default_factory=FeaturesCfg)
     finetune: FinetuneCfg = field(default_factory=FinetuneCfg)
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    wise_ft: WiseFtCfg = field(default_factory=WiseFtCfg)
     index: IndexCfg = field(default_factory=IndexCfg)
     eval: EvalCfg = field(default_factory=EvalCfg)
 
@@ -223,6 +237,10 @@ def _validate_finetune(cfg: FinetuneCfg, prefix: str) -> None:
     _require(0 <= cfg.margin < 1.0, f"{prefix}.margin", f"must be in [0, 1), got {cfg.margin}")
     _positive(cfg.lambda_distill, f"{prefix}.lambda_distill", allow_zero=True)
     _positive(cfg.lambda_weights, f"{prefix}.lambda_weights", allow_zero=True)
+    for key in ("lambda_lwf", "lambda_gram", "lambda_ewc", "lp_steps"):
+        _positive(getattr(cfg, key), f"{prefix}.{key}", allow_zero=True)
+    _positive(cfg.lwf_temperature, f"{prefix}.lwf_temperature")
+    _positive(cfg.fisher_batches, f"{prefix}.fisher_batches")
     _one_of(cfg.teacher_targets, ("precomputed", "online"), f"{prefix}.teacher_targets")
     _one_of(cfg.schedule, ("round_robin", "target_only"), f"{prefix}.schedule")
     _positive(cfg.eval_every, f"{prefix}.eval_every")
@@ -262,6 +280,12 @@ def validate(params: Params) -> None:
         _require(method.replace("_", "").isalnum(), f"methods.{method}",
                  "method names are letters, digits and '_' (they name stages and folders)")
         method_config(params, method)
+    _require(params.wise_ft.base in params.methods, "wise_ft.base",
+             f"'{params.wise_ft.base}' is not a key of methods {sorted(params.methods)}")
+    _require(method_config(params, params.wise_ft.base).kind != "pretrained", "wise_ft.base",
+             "must be a fine-tuned method (interpolating the pretrained model with itself is a no-op)")
+    _require(all(0.0 <= a <= 1.0 for a in params.wise_ft.alphas), "wise_ft.alphas",
+             f"every α must be in [0, 1], got {params.wise_ft.alphas}")
     _one_of(params.index.kind, ("flat", "ivf", "hnsw"), "index.kind")
     _positive(params.eval.k, "eval.k")
     _require(all(k > 0 for k in params.eval.ks), "eval.ks", "all entries must be > 0")
