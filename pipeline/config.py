@@ -130,7 +130,13 @@ class FinetuneCfg:
     lambda_gram: float = 0.0      # generic batches: batch similarity-structure distillation
     lambda_ewc: float = 0.0       # every batch: Fisher-weighted pull to θ0 (EWC), Fisher from generic data
     fisher_batches: int = 20      # generic batches (of batch_size, eval view) the EWC Fisher is averaged over
+    lambda_gift: float = 0.0      # generic batches: GIFT L_cd + gift_ita_weight·L_ita against the class prompts
+    gift_ita_weight: float = 0.25  # GIFT's λ_ita relative to L_cd
+    gift_temperature: float = 2.0  # GIFT's distillation temperature T
+    lambda_awc: float = 0.0       # GIFT's adaptive weight consolidation: Fisher of the GIFT losses, every step
     lp_steps: int = 0             # LP-FT: head-only steps (encoder frozen) before full fine-tuning
+    lora_rank: int = 0            # > 0: train LoRA updates of rank r on attention/MLP weights (θ0 frozen)
+    lora_alpha: float = 16.0      # LoRA scale α (the update is (α/r)·B·A)
     teacher_targets: str = "precomputed"  # precomputed (eval view, as the reference) | online
     schedule: str = "round_robin"  # round_robin | target_only
     eval_every: int = 50
@@ -237,10 +243,18 @@ def _validate_finetune(cfg: FinetuneCfg, prefix: str) -> None:
     _require(0 <= cfg.margin < 1.0, f"{prefix}.margin", f"must be in [0, 1), got {cfg.margin}")
     _positive(cfg.lambda_distill, f"{prefix}.lambda_distill", allow_zero=True)
     _positive(cfg.lambda_weights, f"{prefix}.lambda_weights", allow_zero=True)
-    for key in ("lambda_lwf", "lambda_gram", "lambda_ewc", "lp_steps"):
+    for key in ("lambda_lwf", "lambda_gram", "lambda_ewc", "lambda_gift", "gift_ita_weight", "lambda_awc", "lp_steps"):
         _positive(getattr(cfg, key), f"{prefix}.{key}", allow_zero=True)
     _positive(cfg.lwf_temperature, f"{prefix}.lwf_temperature")
     _positive(cfg.fisher_batches, f"{prefix}.fisher_batches")
+    _positive(cfg.gift_temperature, f"{prefix}.gift_temperature")
+    _require(cfg.lambda_awc == 0 or cfg.lambda_gift > 0, f"{prefix}.lambda_awc",
+             "AWC weighs θ−θ0 by the Fisher of the GIFT losses: it needs lambda_gift > 0")
+    _positive(cfg.lora_rank, f"{prefix}.lora_rank", allow_zero=True)
+    _positive(cfg.lora_alpha, f"{prefix}.lora_alpha")
+    _require(cfg.lora_rank == 0 or (cfg.lambda_weights == 0 and cfg.lambda_ewc == 0), f"{prefix}.lora_rank",
+             "LoRA keeps θ0 frozen: lambda_weights / lambda_ewc have nothing to pull, set them to 0")
+    _require(cfg.lora_rank == 0 or cfg.lambda_awc == 0, f"{prefix}.lora_rank", "LoRA and AWC do not combine")
     _one_of(cfg.teacher_targets, ("precomputed", "online"), f"{prefix}.teacher_targets")
     _one_of(cfg.schedule, ("round_robin", "target_only"), f"{prefix}.schedule")
     _positive(cfg.eval_every, f"{prefix}.eval_every")

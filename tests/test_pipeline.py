@@ -74,7 +74,7 @@ def test_compare_suite_runs_every_method_and_the_wise_ft_curve(reproduced: Path)
     out = run([str(BIN / "dvc"), "exp", "run", "-S", "experiment=tiny", "-S", "suite=compare",
                "-S", "methods.lp_ft.lp_steps=3"], reproduced)
     ran = ran_stages(out.stdout)
-    new = {"infuse_distill", "infuse_weights", "infuse_online", "lp_ft", "lwf", "gram", "ewc"}
+    new = {"infuse_distill", "infuse_weights", "infuse_online", "lp_ft", "lwf", "gram", "ewc", "lora", "gift"}
     assert {f"finetune@{m}" for m in new} <= ran
     # shared work is reused: data, teacher, features, and the baselines' fine-tunes (run cache)
     assert not ran & {"prepare@glyphs", "prepare@web", "teacher", "features", "finetune@naive"}, ran

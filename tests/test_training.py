@@ -163,3 +163,45 @@ def test_wise_ft_interpolation_hits_both_endpoints_exactly() -> None:
     assert all(torch.allclose(mid[k], theta0[k] + 0.25) for k in theta0)
     with pytest.raises(ValueError, match="different tensors"):
         interpolate_weights(theta0, {"x": torch.zeros(1)}, 0.5)
+
+
+def test_lora_starts_at_theta0_trains_only_low_rank_updates_and_merges_exactly() -> None:
+    theta0 = tower().state_dict()
+    t = tuner(lambda_weights=0.0, lambda_distill=0.0, lora_rank=2, lr_backbone=1e-2)
+    assert all(torch.equal(t.vision_weights()[k], theta0[k]) for k in theta0)  # B = 0: exactly θ0
+    trainable = sum(p.numel() for p in t.optimizer.param_groups[0]["params"])
+    assert trainable < sum(v.numel() for v in theta0.values()) / 4
+    for step in range(3):
+        t.target_step(batch(), torch.tensor([0, 1, 2, 3, 4, 0, 1, 2]), step)
+    merged = t.vision_weights()
+    assert merged.keys() == theta0.keys()  # original names: later stages load it like any checkpoint
+    changed = {k for k in theta0 if not torch.equal(merged[k], theta0[k])}
+    assert changed and all(k.endswith(("in_proj_weight", "out_proj.weight", "c_fc.weight", "c_proj.weight"))
+                           for k in changed), changed
+    plain = tower()
+    plain.load_state_dict(merged)
+    x = torch.randn(4, 3, 16, 16)
+    torch.testing.assert_close(plain.eval()(x), t.visual.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+def test_lora_refuses_a_pull_to_theta0() -> None:
+    from pipeline.config import ConfigError, _validate_finetune
+    with pytest.raises(ConfigError, match="lora_rank"):
+        _validate_finetune(FinetuneCfg(lora_rank=4, lambda_weights=1.0), "methods.lora")
+
+
+def test_gift_step_distils_similarity_distributions_and_awc_starts_at_zero() -> None:
+    cfg = FinetuneCfg(lambda_gift=1.0, lambda_awc=1.0, teacher_targets="online", lr_backbone=1e-2,
+                      gift_ita_weight=0.0, train_resize=18)
+    t = FineTuner(tower(), 5, 24, cfg, (0.5,) * 3, (0.5,) * 3, 16, torch.device("cpu"), teacher_visual=tower(),
+                  prototypes=PROTOS, logit_scale=10.0)
+    rows = torch.tensor([0, 1, 2, 3, 4, 5, 0, 1])
+    logs = t.generic_step(batch(), None, 0, rows)
+    # student == teacher: L_cd is a KL, exactly 0 up to float error; AWC is 0 at θ0
+    assert logs["loss_gift"] == pytest.approx(0.0, abs=1e-5) and logs["reg_awc"] == 0.0
+    for step in range(1, 4):
+        t.target_step(batch(), torch.tensor([0, 1, 2, 3, 4, 0, 1, 2]), step)
+    logs = t.generic_step(batch(), None, 9, rows)
+    assert logs["loss_gift"] > 1e-4 and logs["reg_awc"] > 0
+    with pytest.raises(AssertionError, match="class rows"):
+        t.generic_step(batch(), None, 10, None)

@@ -1,7 +1,8 @@
 """The fine-tuning step: what one target or generic batch contributes (METHOD §3.4, §4).
 
     target step:  L = L_cls(NormFace/ArcFace/CosFace) + λ_w·R_w + λ_ewc·R_F
-    generic step: L = λ_d·L_distill + λ_lwf·L_lwf + λ_gram·L_gram + λ_w·R_w + λ_ewc·R_F
+    generic step: L = λ_d·L_distill + λ_lwf·L_lwf + λ_gram·L_gram + λ_gift·L_gift + λ_w·R_w + λ_ewc·R_F
+                      (+ λ_awc·R_AWC, GIFT's Fisher of L_gift recomputed on this batch)
     probe step:   L = L_cls with the encoder frozen (the LP phase of LP-FT)
 
 R_w pulls the vision tower toward θ0 (the pretrained weights) uniformly, R_F with EWC's Fisher
@@ -20,12 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import FinetuneCfg
-from pipeline.lib import losses
+from pipeline.lib import lora, losses
 from pipeline.lib.data import normalize, random_crop_flip, step_generator
 from pipeline.lib.models import autocast, embed_images, vision_params
 
 # λ keys of the losses computed on generic batches: generic batches are drawn when one is > 0
-GENERIC_TERMS = ("lambda_distill", "lambda_lwf", "lambda_gram")
+GENERIC_TERMS = ("lambda_distill", "lambda_lwf", "lambda_gram", "lambda_gift")
 
 
 def has_generic_steps(cfg: FinetuneCfg) -> bool:
@@ -35,8 +36,8 @@ def has_generic_steps(cfg: FinetuneCfg) -> bool:
 
 
 def needs_text_prototypes(cfg: FinetuneCfg) -> bool:
-    """LwF logits and the EWC Fisher are zero-shot classifications over the generic class prompts."""
-    return cfg.lambda_lwf > 0 or cfg.lambda_ewc > 0
+    """LwF logits, GIFT and the EWC Fisher use the generic class prompts' text embeddings."""
+    return cfg.lambda_lwf > 0 or cfg.lambda_ewc > 0 or cfg.lambda_gift > 0
 
 
 def step_plan(cfg: FinetuneCfg) -> list[str]:
@@ -127,6 +128,8 @@ class FineTuner:
         self.visual = visual.to(device).train()
         self.classifier = losses.CosineClassifier(embed_dim, n_classes).to(device)
         self.anchors = [p.detach().clone() for p in vision_params(self.visual)]
+        if cfg.lora_rank > 0:  # after the classifier's init, so both draw the same numbers as before
+            lora.add_lora(self.visual, cfg.lora_rank, cfg.lora_alpha, seed)
         self.teacher = teacher_visual.to(device).eval().requires_grad_(False) if teacher_visual else None
         student: nn.Module = Student(self.visual, self.classifier)
         if world > 1:
@@ -136,7 +139,7 @@ class FineTuner:
                                               find_unused_parameters=True)
         self.forward = torch.compile(student) if compile else student
         self.optimizer = torch.optim.AdamW(
-            [{"params": vision_params(self.visual), "lr": cfg.lr_backbone},
+            [{"params": [p for p in vision_params(self.visual) if p.requires_grad], "lr": cfg.lr_backbone},
              {"params": list(self.classifier.parameters()), "lr": cfg.lr_head}],
             lr=cfg.lr_backbone, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
 
@@ -192,10 +195,11 @@ class FineTuner:
         return {"loss_probe": cls.item()}
 
     def generic_step(self, images_uint8: torch.Tensor, teacher_emb: torch.Tensor | None,
-                     step: int) -> dict[str, float]:
+                     step: int, class_rows: torch.Tensor | None = None) -> dict[str, float]:
         """The retention losses on a generic batch (+ the regularisers). The teacher's embedding is
         the precomputed one of the eval view (reference parity) or, with an online teacher, the
-        teacher's embedding of the same augmented view."""
+        teacher's embedding of the same augmented view. `class_rows` are the images' rows among the
+        generic class prompts (GIFT)."""
         x = self._views(images_uint8, step)
         with autocast(self.device, self.precision):
             emb, _ = self.forward(x, with_logits=False)
@@ -214,9 +218,32 @@ class FineTuner:
                 zero_shot_logits(teacher_emb, self.prototypes, self.logit_scale), tau, tau))
         if self.cfg.lambda_gram > 0:
             terms["loss_gram"] = (self.cfg.lambda_gram, losses.gram_distillation_loss(emb, teacher_emb))
+        if self.cfg.lambda_gift > 0:
+            assert class_rows is not None, "GIFT needs the generic images' class rows"
+            terms["loss_gift"] = (self.cfg.lambda_gift, self._gift_loss(emb, teacher_emb, class_rows.to(self.device)))
         reg, logs = self.regularizers()
+        if self.cfg.lambda_awc > 0:
+            awc = self._awc_term(terms["loss_gift"][1])
+            reg, logs["reg_awc"] = reg + self.cfg.lambda_awc * awc, awc.item()
         self._apply(sum((w * loss for w, loss in terms.values()), torch.zeros((), device=self.device)) + reg)
         return {**{k: loss.item() for k, (_, loss) in terms.items()}, **logs}
+
+    def _gift_loss(self, emb: torch.Tensor, teacher_emb: torch.Tensor, class_rows: torch.Tensor) -> torch.Tensor:
+        """GIFT with a frozen text tower: L_cd (image↔text similarity distributions, teacher vs student,
+        both directions, temperature T) + λ_ita·L_ita (class-match targets) against each image's class prompt."""
+        text = self.prototypes[class_rows]
+        cd = losses.gift_contrastive_distillation(emb, teacher_emb, text, self.logit_scale, self.cfg.gift_temperature)
+        ita = losses.gift_alignment_loss(emb, text, class_rows, self.logit_scale)
+        return cd + self.cfg.gift_ita_weight * ita
+
+    def _awc_term(self, gift_loss: torch.Tensor) -> torch.Tensor:
+        """GIFT's adaptive weight consolidation: Σ_ℓ mean(F̂_ℓ (θ−θ0)²) with F = (∇θ L_gift)² of this
+        batch, normalised per tensor (mean 1) and detached."""
+        params = vision_params(self.visual)
+        grads = torch.autograd.grad(gift_loss, params, retain_graph=True, allow_unused=True)
+        fisher = losses.normalize_per_tensor([(g if g is not None else torch.zeros_like(p)).detach() ** 2
+                                              for g, p in zip(grads, params)])
+        return losses.weight_regularizer(params, self.anchors, fisher)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -229,5 +256,7 @@ class FineTuner:
         self.optimizer.load_state_dict(state["optimizer"])
 
     def vision_weights(self) -> dict[str, torch.Tensor]:
-        """A CPU copy of the vision tower weights (what the checkpoint artifact holds)."""
+        """A CPU copy of the vision tower weights (what the checkpoint artifact holds), LoRA merged."""
+        if self.cfg.lora_rank > 0:
+            return lora.merged_state_dict(self.visual)
         return {k: v.detach().cpu().clone() for k, v in copy.deepcopy(self.visual.state_dict()).items()}

@@ -133,8 +133,10 @@ def train(params: Params, method: str, cfg: FinetuneCfg, ctx: distributed.Contex
 
     online = cfg.teacher_targets == "online"
     prototypes, row_of_label, fisher = None, {}, None
+    generic_rows = None  # each generic train image's row among the class prompts (GIFT)
     if needs_text_prototypes(cfg):
         prototypes, row_of_label = generic_prototypes(params)
+        generic_rows = torch.tensor([row_of_label[int(lab)] for lab in generic["train"].labels])
     scale = teacher_logit_scale(params, teacher)
     if cfg.lambda_ewc > 0:
         fisher = estimate_generic_fisher(params, cfg, teacher.visual, spec, generic["train"], prototypes,
@@ -206,7 +208,8 @@ def train(params: Params, method: str, cfg: FinetuneCfg, ctx: distributed.Contex
             logs = step_fn(images, labels_t[idx], step)
         else:
             images, idx = next(gen_iter)
-            logs = tuner.generic_step(images, targets[idx] if targets is not None else None, step)
+            logs = tuner.generic_step(images, targets[idx] if targets is not None else None, step,
+                                      generic_rows[idx] if generic_rows is not None else None)
         for k, v in logs.items():
             running.setdefault(k, []).append(v)
         step += 1
