@@ -21,6 +21,7 @@ STAGES: dict[str, tuple[str, str, str | None]] = {
     "index": ("pipeline.stages.index", "build FAISS indices over one method's embeddings", "method"),
     "evaluate": ("pipeline.stages.evaluate", "kNN, image-text and zero-shot metrics of one method", "method"),
     "wiseft": ("pipeline.stages.wiseft", "WiSE-FT: evaluate (1-α)θ0 + αθ_ft of wise_ft.base at each α", None),
+    "neighbours": ("pipeline.stages.neighbours", "qualitative grid: top neighbours of fixed queries per method", None),
     "report": ("pipeline.stages.report", "reports/metrics.json, plots and report.md", None),
     "summary": ("pipeline.stages.report", "print the summary table of reports/metrics.json", None),
     "seeds": ("pipeline.stages.seeds", "summary Δs as mean ± std over the finetune.seed experiments", None),

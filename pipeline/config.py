@@ -152,6 +152,15 @@ class WiseFtCfg:
 
 
 @dataclass
+class QualitativeCfg:
+    """The neighbours grid of the report: fixed queries, their top neighbours under each method."""
+    methods: list[str] = field(default_factory=lambda: ["pretrained", "naive", "infuse"])
+    queries: int = 3              # per set (the first in-domain and the first out-of-domain set)
+    neighbours: int = 5
+    seed: int = 0
+
+
+@dataclass
 class IndexCfg:
     kind: str = "flat"            # flat (exact) | ivf | hnsw
     nlist: int = 64
@@ -170,6 +179,7 @@ class Params:
     finetune: FinetuneCfg = field(default_factory=FinetuneCfg)
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     wise_ft: WiseFtCfg = field(default_factory=WiseFtCfg)
+    qualitative: QualitativeCfg = field(default_factory=QualitativeCfg)
     index: IndexCfg = field(default_factory=IndexCfg)
     eval: EvalCfg = field(default_factory=EvalCfg)
 
@@ -300,6 +310,10 @@ def validate(params: Params) -> None:
              "must be a fine-tuned method (interpolating the pretrained model with itself is a no-op)")
     _require(all(0.0 <= a <= 1.0 for a in params.wise_ft.alphas), "wise_ft.alphas",
              f"every α must be in [0, 1], got {params.wise_ft.alphas}")
+    for method in params.qualitative.methods:
+        _require(method in params.methods, "qualitative.methods", f"'{method}' is not a key of methods")
+    _positive(params.qualitative.queries, "qualitative.queries")
+    _positive(params.qualitative.neighbours, "qualitative.neighbours")
     _one_of(params.index.kind, ("flat", "ivf", "hnsw"), "index.kind")
     _positive(params.eval.k, "eval.k")
     _require(all(k > 0 for k in params.eval.ks), "eval.ks", "all entries must be > 0")

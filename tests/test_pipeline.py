@@ -49,6 +49,7 @@ def test_repro_writes_the_report_with_fig1_deltas(reproduced: Path) -> None:
             assert isinstance(s[method][key], float)
     assert "delta_in_domain" not in s["pretrained"]
     assert (reproduced / "reports" / "fig1_deltas.png").stat().st_size > 10_000
+    assert (reproduced / "reports" / "neighbours.png").stat().st_size > 10_000
     report = (reproduced / "reports" / "report.md").read_text()
     assert "| naive |" in report and "| infuse |" in report
     teacher = json.loads((reproduced / "reports" / "teacher.json").read_text())
