@@ -22,6 +22,7 @@ STAGES: dict[str, tuple[str, str, str | None]] = {
     "evaluate": ("pipeline.stages.evaluate", "kNN, image-text and zero-shot metrics of one method", "method"),
     "wiseft": ("pipeline.stages.wiseft", "WiSE-FT: evaluate (1-α)θ0 + αθ_ft of wise_ft.base at each α", None),
     "neighbours": ("pipeline.stages.neighbours", "qualitative grid: top neighbours of fixed queries per method", None),
+    "fewshot": ("pipeline.stages.fewshot", "K-shot adapters on frozen encoders (LatHAdapter family)", None),
     "report": ("pipeline.stages.report", "reports/metrics.json, plots and report.md", None),
     "summary": ("pipeline.stages.report", "print the summary table of reports/metrics.json", None),
     "seeds": ("pipeline.stages.seeds", "summary Δs as mean ± std over the finetune.seed experiments", None),

@@ -161,6 +161,20 @@ class QualitativeCfg:
 
 
 @dataclass
+class FewShotCfg:
+    """The adapter family (encoders frozen): K-shot on base classes, tested on base and novel classes."""
+    dataset: str = "web"
+    subset: Optional[str] = "shapes"
+    shots: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    repeats: int = 3              # shot draws averaged per K
+    base_fraction: float = 0.5    # share of the classes used as base classes (the rest are novel)
+    seed: int = 0
+    methods: list[str] = field(default_factory=lambda: ["zero_shot", "linear_probe", "clip_adapter", "tip_adapter",
+                                                        "lathadapter"])
+    settings: dict[str, Any] = field(default_factory=dict)  # pipeline.lib.fewshot.FewShotSettings overrides
+
+
+@dataclass
 class IndexCfg:
     kind: str = "flat"            # flat (exact) | ivf | hnsw
     nlist: int = 64
@@ -180,6 +194,7 @@ class Params:
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     wise_ft: WiseFtCfg = field(default_factory=WiseFtCfg)
     qualitative: QualitativeCfg = field(default_factory=QualitativeCfg)
+    fewshot: FewShotCfg = field(default_factory=FewShotCfg)
     index: IndexCfg = field(default_factory=IndexCfg)
     eval: EvalCfg = field(default_factory=EvalCfg)
 
@@ -272,6 +287,22 @@ def _validate_finetune(cfg: FinetuneCfg, prefix: str) -> None:
     _positive(cfg.checkpoint_every, f"{prefix}.checkpoint_every")
 
 
+def _validate_fewshot(params: Params) -> None:
+    from pipeline.lib.fewshot import METHODS, FewShotSettings
+
+    fs = params.fewshot
+    _require(fs.dataset in params.datasets, "fewshot.dataset", f"'{fs.dataset}' is not a key of datasets")
+    _require(bool(fs.shots) and all(k >= 1 for k in fs.shots), "fewshot.shots", f"must be >= 1, got {fs.shots}")
+    _positive(fs.repeats, "fewshot.repeats")
+    _require(0 < fs.base_fraction <= 1, "fewshot.base_fraction", f"must be in (0, 1], got {fs.base_fraction}")
+    for m in fs.methods:
+        _one_of(m, METHODS, "fewshot.methods")
+    known = {f.name for f in dataclasses.fields(FewShotSettings)} - {"seed"}
+    for key in fs.settings:
+        _require(key in known, f"fewshot.settings.{key}", f"unknown key (valid: {sorted(known)})")
+    _one_of(fs.settings.get("geometry", "hyperbolic"), ("hyperbolic", "cosine"), "fewshot.settings.geometry")
+
+
 def validate(params: Params) -> None:
     """Range and cross-reference checks; raises ConfigError naming the key."""
     rt = params.runtime
@@ -314,6 +345,7 @@ def validate(params: Params) -> None:
         _require(method in params.methods, "qualitative.methods", f"'{method}' is not a key of methods")
     _positive(params.qualitative.queries, "qualitative.queries")
     _positive(params.qualitative.neighbours, "qualitative.neighbours")
+    _validate_fewshot(params)
     _one_of(params.index.kind, ("flat", "ivf", "hnsw"), "index.kind")
     _positive(params.eval.k, "eval.k")
     _require(all(k > 0 for k in params.eval.ks), "eval.ks", "all entries must be > 0")

@@ -47,6 +47,11 @@ def wise_ft_curve() -> Path:
     return DATA / "eval" / "wise-ft.json"
 
 
+def fewshot() -> Path:
+    """The adapter family's K-shot results (stage `fewshot`)."""
+    return DATA / "eval" / "fewshot.json"
+
+
 def resume(method: str) -> Path:
     """Resumable training state (outside DVC outputs, which DVC clears before a stage runs)."""
     return DATA / ".resume" / method

@@ -55,6 +55,9 @@ def test_compare_suite_adds_every_retention_method(tmp_path: Path) -> None:
     ("wise_ft.alphas=[0.5,1.5]", "wise_ft.alphas"),
     ("qualitative.methods=[pretrained,nope]", "qualitative.methods"),
     ("methods.gift.lambda_awc=1", "methods.gift"),
+    ("fewshot.shots=[0,2]", "fewshot.shots"),
+    ("fewshot.methods=[coop]", "fewshot.methods"),
+    ("fewshot.settings.stepz=3", "fewshot.settings.stepz"),
 ])
 def test_bad_values_name_the_key(override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

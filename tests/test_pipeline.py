@@ -50,6 +50,10 @@ def test_repro_writes_the_report_with_fig1_deltas(reproduced: Path) -> None:
     assert "delta_in_domain" not in s["pretrained"]
     assert (reproduced / "reports" / "fig1_deltas.png").stat().st_size > 10_000
     assert (reproduced / "reports" / "neighbours.png").stat().st_size > 10_000
+    assert (reproduced / "reports" / "fewshot.png").stat().st_size > 10_000
+    fewshot = json.loads((reproduced / "reports" / "metrics.json").read_text())["fewshot"]
+    assert set(fewshot) == {"zero_shot", "linear_probe", "clip_adapter", "tip_adapter", "lathadapter"}
+    assert fewshot["linear_probe"]["1"]["novel"] is None and fewshot["lathadapter"]["1"]["novel"] is not None
     report = (reproduced / "reports" / "report.md").read_text()
     assert "| naive |" in report and "| infuse |" in report
     teacher = json.loads((reproduced / "reports" / "teacher.json").read_text())

@@ -21,6 +21,7 @@ BASELINE = "pretrained"
 METRICS = paths.REPORTS / "metrics.json"
 FIGURE = paths.REPORTS / "fig1_deltas.png"
 RETENTION = paths.REPORTS / "retention.png"
+FEWSHOT = paths.REPORTS / "fewshot.png"
 REPORT = paths.REPORTS / "report.md"
 GROUPS = {"delta_in_domain": "In-domain image-image", "delta_ood_image_image": "Out-of-domain image-image",
           "delta_ood_image_text": "Out-of-domain image-text"}
@@ -102,6 +103,46 @@ def plot_retention(summary: dict[str, dict[str, float]], wise: dict[str, dict[st
     plt.close(fig)
 
 
+def plot_fewshot(fs: dict, dest: Path) -> None:
+    """Accuracy against K shots per adapter method: base classes (solid) and novel classes (dashed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.4), dpi=120)
+    for i, (method, by_k) in enumerate(fs["results"].items()):
+        ks = [int(k) for k in by_k]
+        colour = plt.cm.tab10(i % 10)
+        ax.plot(ks, [by_k[str(k)]["base"] for k in ks], "-o", color=colour, label=f"{method} (base)")
+        novel = [by_k[str(k)]["novel"] for k in ks]
+        if None not in novel:
+            ax.plot(ks, novel, "--", marker="x", color=colour, label=f"{method} (novel)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("shots per base class (K)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"Few-shot, encoders frozen: {fs['dataset']}/{fs['subset']} "
+                 f"({fs['base_classes']} base, {fs['novel_classes']} novel classes)", fontsize=10)
+    ax.legend(frameon=False, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    with pio.atomic_path(dest) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def fewshot_markdown(fs: dict) -> list[str]:
+    ks = list(next(iter(fs["results"].values())))
+    lines = [f"## Few-shot adapters, encoders frozen ({fs['dataset']}/{fs['subset']}: {fs['base_classes']} base, "
+             f"{fs['novel_classes']} novel classes, mean of {fs['repeats']} shot draws)", "",
+             "Accuracy (%) base / novel; novel is n/a for the linear probe (no head for unseen classes).", "",
+             "| method | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    for method, by_k in fs["results"].items():
+        cells = [f"{by_k[k]['base']:.1f} / " + ("n/a" if by_k[k]["novel"] is None else f"{by_k[k]['novel']:.1f}")
+                 for k in ks]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines + ["", "![few-shot](fewshot.png)", ""]
+
+
 def detailed(results: dict[str, dict]) -> dict:
     """Every metric, nested method → group → set → metric (values in [0, 1])."""
     keep = ("image_image", "image_image_merged", "image_text", "zero_shot", "selection")
@@ -134,7 +175,7 @@ def plot_deltas(summary: dict[str, dict[str, float]], dest: Path) -> None:
     plt.close(fig)
 
 
-def markdown(params: Params, summary: dict, results: dict, teacher: dict, wise: dict) -> str:
+def markdown(params: Params, summary: dict, results: dict, teacher: dict, wise: dict, fs: dict) -> str:
     k = params.eval.k
     lines = ["# Results", "", f"Experiment `{params.experiment}`, teacher seed {params.seed}, fine-tuning seed {params.finetune.seed}. All numbers in points "
              f"(×100). Image-image: mAP@{k}; image-text: mean of I→T and T→I R@1. Δ = method − pretrained.", ""]
@@ -156,7 +197,10 @@ def markdown(params: Params, summary: dict, results: dict, teacher: dict, wise: 
         lines += [f"| {a} | {p['delta_in_domain']:+.2f} | {p['delta_ood_image_image']:+.2f} | "
                   f"{p['delta_ood_image_text']:+.2f} | {p['delta_zero_shot']:+.2f} |" for a, p in wise.items()]
         lines += [""]
-    lines += ["![retention vs adaptation](retention.png)", "", "## Per evaluation set", ""]
+    lines += ["![retention vs adaptation](retention.png)", "", "![neighbours](neighbours.png)", ""]
+    if fs:
+        lines += fewshot_markdown(fs)
+    lines += ["## Per evaluation set", ""]
     sets = list(next(iter(results.values()))["image_image"])
     lines += [f"| method | " + " | ".join(f"{s} mAP@{k} / top-1" for s in sets) + " |",
               "|---|" + "---|" * len(sets)]
@@ -178,14 +222,17 @@ def main(args: argparse.Namespace) -> None:
     curve_file = paths.wise_ft_curve()
     wise = (wise_ft_summary(pio.read_json(curve_file), results[BASELINE], params.eval.k)
             if curve_file.is_file() and BASELINE in results else {})
+    fs = pio.read_json(paths.fewshot()) if paths.fewshot().is_file() else {}
     teacher_file = paths.REPORTS / "teacher.json"
     teacher = pio.read_json(teacher_file) if teacher_file.is_file() else {}
-    pio.write_json({"summary": summary, "wise_ft": wise, "methods": detailed(results),
+    pio.write_json({"summary": summary, "wise_ft": wise, "fewshot": fs.get("results", {}), "methods": detailed(results),
                     "teacher": {"zero_shot": teacher.get("zero_shot", {})}}, METRICS)
     plot_deltas(summary, FIGURE)
     plot_retention(summary, wise, params.wise_ft.base, RETENTION)
+    if fs:
+        plot_fewshot(fs, FEWSHOT)
     with pio.atomic_path(REPORT) as tmp:
-        tmp.write_text(markdown(params, summary, results, teacher, wise))
+        tmp.write_text(markdown(params, summary, results, teacher, wise, fs))
     print_summary(summary)
 
 
