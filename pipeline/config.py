@@ -123,13 +123,55 @@ class FinetuneCfg:
     classifier: str = "normface"  # normface | arcface | cosface
     scale: float = 16.0
     margin: float = 0.0
-    lambda_distill: float = 0.0   # λ_d on generic batches
-    lambda_weights: float = 0.0   # λ_w on every batch
+    lambda_distill: float = 0.0   # λ_d on generic batches: embedding distillation (the paper)
+    lambda_weights: float = 0.0   # λ_w on every batch: R_w, uniform pull to θ0 (the paper)
+    lambda_lwf: float = 0.0       # generic batches: KL of zero-shot logits over the generic class prompts (LwF)
+    lwf_temperature: float = 2.0  # τ of both teacher and student softmax in LwF
+    lambda_gram: float = 0.0      # generic batches: batch similarity-structure distillation
+    lambda_ewc: float = 0.0       # every batch: Fisher-weighted pull to θ0 (EWC), Fisher from generic data
+    fisher_batches: int = 20      # generic batches (of batch_size, eval view) the EWC Fisher is averaged over
+    lambda_gift: float = 0.0      # generic batches: GIFT L_cd + gift_ita_weight·L_ita against the class prompts
+    gift_ita_weight: float = 0.25  # GIFT's λ_ita relative to L_cd
+    gift_temperature: float = 2.0  # GIFT's distillation temperature T
+    lambda_awc: float = 0.0       # GIFT's adaptive weight consolidation: Fisher of the GIFT losses, every step
+    lp_steps: int = 0             # LP-FT: head-only steps (encoder frozen) before full fine-tuning
+    lora_rank: int = 0            # > 0: train LoRA updates of rank r on attention/MLP weights (θ0 frozen)
+    lora_alpha: float = 16.0      # LoRA scale α (the update is (α/r)·B·A)
     teacher_targets: str = "precomputed"  # precomputed (eval view, as the reference) | online
     schedule: str = "round_robin"  # round_robin | target_only
     eval_every: int = 50
     select_on: str = "all"        # all | in-domain | last
     checkpoint_every: int = 50
+
+
+@dataclass
+class WiseFtCfg:
+    """WiSE-FT: θ_α = (1−α)θ0 + α·θ_ft of one fine-tuned method, evaluated at each α (no retraining)."""
+    base: str = "naive"           # a fine-tuning method of `methods`
+    alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+
+
+@dataclass
+class QualitativeCfg:
+    """The neighbours grid of the report: fixed queries, their top neighbours under each method."""
+    methods: list[str] = field(default_factory=lambda: ["pretrained", "naive", "infuse"])
+    queries: int = 3              # per set (the first in-domain and the first out-of-domain set)
+    neighbours: int = 5
+    seed: int = 0
+
+
+@dataclass
+class FewShotCfg:
+    """The adapter family (encoders frozen): K-shot on base classes, tested on base and novel classes."""
+    dataset: str = "web"
+    subset: Optional[str] = "shapes"
+    shots: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    repeats: int = 3              # shot draws averaged per K
+    base_fraction: float = 0.5    # share of the classes used as base classes (the rest are novel)
+    seed: int = 0
+    methods: list[str] = field(default_factory=lambda: ["zero_shot", "linear_probe", "clip_adapter", "tip_adapter",
+                                                        "lathadapter"])
+    settings: dict[str, Any] = field(default_factory=dict)  # pipeline.lib.fewshot.FewShotSettings overrides
 
 
 @dataclass
@@ -150,6 +192,9 @@ class Params:
     features: FeaturesCfg = field(default_factory=FeaturesCfg)
     finetune: FinetuneCfg = field(default_factory=FinetuneCfg)
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    wise_ft: WiseFtCfg = field(default_factory=WiseFtCfg)
+    qualitative: QualitativeCfg = field(default_factory=QualitativeCfg)
+    fewshot: FewShotCfg = field(default_factory=FewShotCfg)
     index: IndexCfg = field(default_factory=IndexCfg)
     eval: EvalCfg = field(default_factory=EvalCfg)
 
@@ -223,11 +268,39 @@ def _validate_finetune(cfg: FinetuneCfg, prefix: str) -> None:
     _require(0 <= cfg.margin < 1.0, f"{prefix}.margin", f"must be in [0, 1), got {cfg.margin}")
     _positive(cfg.lambda_distill, f"{prefix}.lambda_distill", allow_zero=True)
     _positive(cfg.lambda_weights, f"{prefix}.lambda_weights", allow_zero=True)
+    for key in ("lambda_lwf", "lambda_gram", "lambda_ewc", "lambda_gift", "gift_ita_weight", "lambda_awc", "lp_steps"):
+        _positive(getattr(cfg, key), f"{prefix}.{key}", allow_zero=True)
+    _positive(cfg.lwf_temperature, f"{prefix}.lwf_temperature")
+    _positive(cfg.fisher_batches, f"{prefix}.fisher_batches")
+    _positive(cfg.gift_temperature, f"{prefix}.gift_temperature")
+    _require(cfg.lambda_awc == 0 or cfg.lambda_gift > 0, f"{prefix}.lambda_awc",
+             "AWC weighs θ−θ0 by the Fisher of the GIFT losses: it needs lambda_gift > 0")
+    _positive(cfg.lora_rank, f"{prefix}.lora_rank", allow_zero=True)
+    _positive(cfg.lora_alpha, f"{prefix}.lora_alpha")
+    _require(cfg.lora_rank == 0 or (cfg.lambda_weights == 0 and cfg.lambda_ewc == 0), f"{prefix}.lora_rank",
+             "LoRA keeps θ0 frozen: lambda_weights / lambda_ewc have nothing to pull, set them to 0")
+    _require(cfg.lora_rank == 0 or cfg.lambda_awc == 0, f"{prefix}.lora_rank", "LoRA and AWC do not combine")
     _one_of(cfg.teacher_targets, ("precomputed", "online"), f"{prefix}.teacher_targets")
     _one_of(cfg.schedule, ("round_robin", "target_only"), f"{prefix}.schedule")
     _positive(cfg.eval_every, f"{prefix}.eval_every")
     _one_of(cfg.select_on, ("all", "in-domain", "last"), f"{prefix}.select_on")
     _positive(cfg.checkpoint_every, f"{prefix}.checkpoint_every")
+
+
+def _validate_fewshot(params: Params) -> None:
+    from pipeline.lib.fewshot import METHODS, FewShotSettings
+
+    fs = params.fewshot
+    _require(fs.dataset in params.datasets, "fewshot.dataset", f"'{fs.dataset}' is not a key of datasets")
+    _require(bool(fs.shots) and all(k >= 1 for k in fs.shots), "fewshot.shots", f"must be >= 1, got {fs.shots}")
+    _positive(fs.repeats, "fewshot.repeats")
+    _require(0 < fs.base_fraction <= 1, "fewshot.base_fraction", f"must be in (0, 1], got {fs.base_fraction}")
+    for m in fs.methods:
+        _one_of(m, METHODS, "fewshot.methods")
+    known = {f.name for f in dataclasses.fields(FewShotSettings)} - {"seed"}
+    for key in fs.settings:
+        _require(key in known, f"fewshot.settings.{key}", f"unknown key (valid: {sorted(known)})")
+    _one_of(fs.settings.get("geometry", "hyperbolic"), ("hyperbolic", "cosine"), "fewshot.settings.geometry")
 
 
 def validate(params: Params) -> None:
@@ -262,6 +335,17 @@ def validate(params: Params) -> None:
         _require(method.replace("_", "").isalnum(), f"methods.{method}",
                  "method names are letters, digits and '_' (they name stages and folders)")
         method_config(params, method)
+    _require(params.wise_ft.base in params.methods, "wise_ft.base",
+             f"'{params.wise_ft.base}' is not a key of methods {sorted(params.methods)}")
+    _require(method_config(params, params.wise_ft.base).kind != "pretrained", "wise_ft.base",
+             "must be a fine-tuned method (interpolating the pretrained model with itself is a no-op)")
+    _require(all(0.0 <= a <= 1.0 for a in params.wise_ft.alphas), "wise_ft.alphas",
+             f"every α must be in [0, 1], got {params.wise_ft.alphas}")
+    for method in params.qualitative.methods:
+        _require(method in params.methods, "qualitative.methods", f"'{method}' is not a key of methods")
+    _positive(params.qualitative.queries, "qualitative.queries")
+    _positive(params.qualitative.neighbours, "qualitative.neighbours")
+    _validate_fewshot(params)
     _one_of(params.index.kind, ("flat", "ivf", "hnsw"), "index.kind")
     _positive(params.eval.k, "eval.k")
     _require(all(k > 0 for k in params.eval.ks), "eval.ks", "all entries must be > 0")

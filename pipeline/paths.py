@@ -42,6 +42,16 @@ def evaluation(method: str) -> Path:
     return DATA / "eval" / f"{method}.json"
 
 
+def wise_ft_curve() -> Path:
+    """WiSE-FT's evaluations at each α (a name no method can take: method names have no '-')."""
+    return DATA / "eval" / "wise-ft.json"
+
+
+def fewshot() -> Path:
+    """The adapter family's K-shot results (stage `fewshot`)."""
+    return DATA / "eval" / "fewshot.json"
+
+
 def resume(method: str) -> Path:
     """Resumable training state (outside DVC outputs, which DVC clears before a stage runs)."""
     return DATA / ".resume" / method

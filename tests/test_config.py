@@ -27,6 +27,16 @@ def test_every_preset_composes_to_a_valid_config(preset: str, tmp_path: Path) ->
         method_config(params, method)
 
 
+def test_compare_suite_adds_every_retention_method(tmp_path: Path) -> None:
+    out = tmp_path / "params.yaml"
+    run([sys.executable, "-m", "pipeline", "configure", "suite=compare", "--output", str(out)], ROOT)
+    params = load_params(out)
+    assert {"pretrained", "naive", "infuse", "infuse_distill", "infuse_weights", "infuse_online", "lp_ft", "lwf",
+            "gram", "ewc"} <= set(params.methods)
+    assert method_config(params, "ewc").lambda_ewc > 0 and method_config(params, "lp_ft").lp_steps > 0
+    assert params.experiment == "embedded"  # a suite adds methods; the preset stays what it was
+
+
 @pytest.mark.parametrize("override, key", [
     ("finetune.lr_headx=1", "finetune.lr_headx"),
     ("finetune.steps=-1", "finetune.steps"),
@@ -37,6 +47,17 @@ def test_every_preset_composes_to_a_valid_config(preset: str, tmp_path: Path) ->
     ("datasets.glyphs.val_class_fraction=1.5", "datasets.glyphs.val_class_fraction"),
     ("methods.infuse.lambda_distil=3", "methods.infuse.lambda_distil"),
     ("methods.infuse.lambda_distill=-3", "methods.infuse.lambda_distill"),
+    ("methods.infuse.lambda_ewc=-1", "methods.infuse.lambda_ewc"),
+    ("methods.infuse.lwf_temperature=0", "methods.infuse.lwf_temperature"),
+    ("finetune.lp_steps=-2", "finetune.lp_steps"),
+    ("wise_ft.base=nope", "wise_ft.base"),
+    ("wise_ft.base=pretrained", "wise_ft.base"),
+    ("wise_ft.alphas=[0.5,1.5]", "wise_ft.alphas"),
+    ("qualitative.methods=[pretrained,nope]", "qualitative.methods"),
+    ("methods.gift.lambda_awc=1", "methods.gift"),
+    ("fewshot.shots=[0,2]", "fewshot.shots"),
+    ("fewshot.methods=[coop]", "fewshot.methods"),
+    ("fewshot.settings.stepz=3", "fewshot.settings.stepz"),
 ])
 def test_bad_values_name_the_key(override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

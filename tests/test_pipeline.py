@@ -49,6 +49,11 @@ def test_repro_writes_the_report_with_fig1_deltas(reproduced: Path) -> None:
             assert isinstance(s[method][key], float)
     assert "delta_in_domain" not in s["pretrained"]
     assert (reproduced / "reports" / "fig1_deltas.png").stat().st_size > 10_000
+    assert (reproduced / "reports" / "neighbours.png").stat().st_size > 10_000
+    assert (reproduced / "reports" / "fewshot.png").stat().st_size > 10_000
+    fewshot = json.loads((reproduced / "reports" / "metrics.json").read_text())["fewshot"]
+    assert set(fewshot) == {"zero_shot", "linear_probe", "clip_adapter", "tip_adapter", "lathadapter"}
+    assert fewshot["linear_probe"]["1"]["novel"] is None and fewshot["lathadapter"]["1"]["novel"] is not None
     report = (reproduced / "reports" / "report.md").read_text()
     assert "| naive |" in report and "| infuse |" in report
     teacher = json.loads((reproduced / "reports" / "teacher.json").read_text())
@@ -68,6 +73,32 @@ def test_param_change_reruns_only_finetuning_and_dependents(reproduced: Path) ->
     assert not ran & {"prepare@glyphs", "prepare@web", "teacher", "features"}, ran
     diff = run([str(BIN / "dvc"), "metrics", "diff", "--md"], reproduced).stdout
     assert "summary.infuse" in diff or "methods.infuse" in diff, diff
+
+
+def test_compare_suite_runs_every_method_and_the_wise_ft_curve(reproduced: Path) -> None:
+    out = run([str(BIN / "dvc"), "exp", "run", "-S", "experiment=tiny", "-S", "suite=compare",
+               "-S", "methods.lp_ft.lp_steps=3"], reproduced)
+    ran = ran_stages(out.stdout)
+    new = {"infuse_distill", "infuse_weights", "infuse_online", "lp_ft", "lwf", "gram", "ewc", "lora", "gift"}
+    assert {f"finetune@{m}" for m in new} <= ran
+    # shared work is reused: data, teacher, features, and the baselines' fine-tunes (run cache)
+    assert not ran & {"prepare@glyphs", "prepare@web", "teacher", "features", "finetune@naive"}, ran
+    s = summary(reproduced)
+    for method in new | {"naive", "infuse"}:
+        assert all(isinstance(s[method][f"delta_{k}"], float) for k in ("in_domain", "ood_image_image",
+                                                                          "ood_image_text")), method
+    # WiSE-FT: α = 0 is the pretrained model, α = 1 the base method, exactly
+    curve = json.loads((reproduced / "data/eval/wise-ft.json").read_text())["curve"]
+    for point, method in ((curve[0], "pretrained"), (curve[-1], "naive")):
+        evaluated = json.loads((reproduced / f"data/eval/{method}.json").read_text())
+        for group in ("image_image", "image_text", "zero_shot"):
+            assert point[group] == evaluated[group], (method, group)
+    wise = json.loads((reproduced / "reports/metrics.json").read_text())["wise_ft"]
+    assert set(wise) == {"0", "0.25", "0.5", "0.75", "1"}
+    assert (reproduced / "data/runs/ewc/fisher.pt").is_file()
+    lp_ft = json.loads((reproduced / "data/runs/lp_ft/train.json").read_text())
+    assert lp_ft["steps"] == 3 + lp_ft["config"]["steps"]
+    assert (reproduced / "reports/retention.png").stat().st_size > 10_000
 
 
 def test_snakemake_runs_the_same_pipeline(reproduced: Path, tmp_path: Path) -> None:

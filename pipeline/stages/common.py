@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import polars as pl
@@ -67,6 +67,36 @@ def needed_splits(params: Params) -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
+# (dataset, split) → (embeddings [N, D], table with id/label/subset): files of the `embed` stage,
+# or in memory (WiSE-FT evaluates interpolated models without writing their embeddings)
+EmbeddingLoader = Callable[[str, str], tuple[np.ndarray, pl.DataFrame]]
+
+
+def stored_embeddings(method: str) -> EmbeddingLoader:
+    """The `embed` stage's Parquet tables of one method."""
+    return lambda dataset, split: pio.read_embeddings(paths.embeddings(method) / paths.split_file(dataset, split))
+
+
+def select_rows(load: EmbeddingLoader, cfg: EvalSetCfg, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(embeddings, labels, ids) of one evaluation set's split, its subset applied."""
+    emb, table = load(cfg.dataset, split)
+    if cfg.subset is not None:
+        keep = (table["subset"] == cfg.subset).to_numpy()
+        emb, table = emb[keep], table.filter(keep)
+    return emb, table["label"].to_numpy(), table["id"].to_numpy()
+
+
+def embed_eval_splits(visual: torch.nn.Module, params: Params, spec: dict[str, Any], device: torch.device,
+                      label: str) -> Iterator[tuple[str, str, pl.DataFrame, np.ndarray]]:
+    """(dataset, split, rows, embeddings) of every split an evaluation reads, eval view."""
+    for dataset, split in needed_splits(params):
+        frame = split_frame(params, dataset, split, columns=["id", "label", "subset", "image", "path"])
+        emb = embed_sources(visual, image_sources(params, dataset, frame), spec, device, params.features.batch_size,
+                            params.runtime.precision, params.runtime.num_workers, f"{label} {dataset}/{split}",
+                            frame["path"].to_list())
+        yield dataset, split, frame, emb
+
+
 def read_teacher_spec() -> dict[str, Any]:
     """What the `teacher` stage decided: an open_clip model spec (+ preprocessing)."""
     return pio.read_json(paths.teacher() / TEACHER_SPEC)
@@ -92,6 +122,13 @@ def embed_sources(visual: torch.nn.Module, sources: Sequence[ImageSource], spec:
         with autocast(device, precision):
             out.append(embed_images(visual, x).float().cpu())
     return torch.cat(out).numpy()
+
+
+def teacher_logit_scale(params: Params, model: torch.nn.Module) -> float:
+    """The teacher's CLIP logit scale: the embedded teacher's fixed training value, else the model's."""
+    if params.teacher.source == "embedded":
+        return float(params.teacher.logit_scale)
+    return float(model.logit_scale.exp().item())
 
 
 def spec_metadata(spec: dict[str, Any], **extra: Any) -> dict[str, Any]:

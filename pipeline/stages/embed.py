@@ -13,7 +13,7 @@ from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import load_params
 from pipeline.lib.models import resolve_device, set_threads
-from pipeline.stages.common import embed_sources, image_sources, load_teacher, needed_splits, spec_metadata, split_frame
+from pipeline.stages.common import embed_eval_splits, load_teacher, spec_metadata
 from pipeline.stages.finetune import CHECKPOINT
 
 
@@ -30,11 +30,7 @@ def main(args: argparse.Namespace) -> None:
     visual.to(device).eval()
     del model  # the text tower is not needed: text embeddings come from the `features` stage
     with pio.atomic_path(paths.embeddings(args.method), directory=True) as out:
-        for dataset, split in needed_splits(params):
-            frame = split_frame(params, dataset, split, columns=["id", "label", "subset", "image", "path"])
-            emb = embed_sources(visual, image_sources(params, dataset, frame), spec, device,
-                                params.features.batch_size, params.runtime.precision, params.runtime.num_workers,
-                                f"{args.method} {dataset}/{split}", frame["path"].to_list())
+        for dataset, split, frame, emb in embed_eval_splits(visual, params, spec, device, args.method):
             meta = spec_metadata(spec, dataset=dataset, split=split, method=args.method, checkpoint=str(checkpoint))
             pio.write_embeddings(out / paths.split_file(dataset, split), frame["id"].to_numpy(),
                                  frame["label"].to_numpy(), emb, meta, subset=frame["subset"].to_list())

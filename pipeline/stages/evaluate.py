@@ -5,96 +5,97 @@
 - image↔text recall@1/5/10 against the frozen text tower's caption embeddings (METHOD §7.2);
 - zero-shot accuracy against class-prompt embeddings.
 Writes `data/eval/<method>.json` with the checkpoint-selection criterion logged next to them.
+`all_metrics` is the same evaluation over embeddings held in memory (the `wiseft` stage).
 """
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 
 import faiss
 import numpy as np
 
 from pipeline import io as pio
 from pipeline import paths
-from pipeline.config import EvalSetCfg, Params, load_params
+from pipeline.config import Params, load_params
 from pipeline.lib.evaluation import image_text, knn_retrieval, merged_knn_retrieval, zero_shot
-from pipeline.stages.common import eval_sets
+from pipeline.stages.common import EmbeddingLoader, eval_sets, select_rows, stored_embeddings
 from pipeline.stages.finetune import RECORD
-from pipeline.stages.index import gallery
+
+IndexLoader = Callable[[str], faiss.Index]  # evaluation set name → its gallery's index
 
 
-def query_side(params: Params, method: str, cfg: EvalSetCfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(embeddings, labels, manifest ids) of an evaluation set's query split (subset applied)."""
-    emb, table = pio.read_embeddings(paths.embeddings(method) / paths.split_file(cfg.dataset, cfg.split))
-    if cfg.subset is not None:
-        keep = (table["subset"] == cfg.subset).to_numpy()
-        emb, table = emb[keep], table.filter(keep)
-    return emb, table["label"].to_numpy(), table["id"].to_numpy()
-
-
-def image_image(params: Params, method: str) -> dict:
+def image_image(params: Params, load: EmbeddingLoader, label: str, indices: IndexLoader | None = None) -> dict:
+    """kNN metrics of every image-image set; exact search when no prebuilt index is given."""
     out = {}
     for name, (domain, cfg) in eval_sets(params).items():
-        q_emb, q_labels, _ = query_side(params, method, cfg)
-        index = faiss.read_index(str(paths.index(method) / f"{name}.faiss"))
+        q_emb, q_labels, _ = select_rows(load, cfg, cfg.split)
+        index = indices(name) if indices else None
         if cfg.index_split:
-            g_emb, g_labels = gallery(params, method, cfg)
+            g_emb, g_labels, _ = select_rows(load, cfg, cfg.index_split)
             m = knn_retrieval(q_emb, q_labels, params.eval.k, params.eval.ks, g_emb, g_labels, index=index)
         else:
             m = knn_retrieval(q_emb, q_labels, params.eval.k, params.eval.ks, index=index)
         out[name] = {"domain": domain, **m}
-        print(f"[evaluate {method}] {name:>10} ({domain}): mAP@{params.eval.k} {100 * m[f'map@{params.eval.k}']:.2f}"
+        print(f"[evaluate {label}] {name:>10} ({domain}): mAP@{params.eval.k} {100 * m[f'map@{params.eval.k}']:.2f}"
               f"  top-1 {100 * m['top_1']:.2f}")
     return out
 
 
-def merged(params: Params, method: str) -> dict:
+def merged(params: Params, load: EmbeddingLoader, label: str) -> dict:
     """Every query set against the union of all galleries (same label and same set to count)."""
     sets = {}
     for name, (_, cfg) in eval_sets(params).items():
         if cfg.index_split:  # separate-gallery sets have no single query=index collection to merge
             continue
-        emb, labels, _ = query_side(params, method, cfg)
+        emb, labels, _ = select_rows(load, cfg, cfg.split)
         sets[name] = (emb, labels)
     out = merged_knn_retrieval(sets, params.eval.k, params.eval.ks) if len(sets) > 1 else {}
     for name, m in out.items():
-        print(f"[evaluate {method}] {name:>10} (merged): mAP@{params.eval.k} {100 * m[f'map@{params.eval.k}']:.2f}")
+        print(f"[evaluate {label}] {name:>10} (merged): mAP@{params.eval.k} {100 * m[f'map@{params.eval.k}']:.2f}")
     return out
 
 
-def image_text_sets(params: Params, method: str) -> dict:
+def image_text_sets(params: Params, load: EmbeddingLoader, label: str) -> dict:
     out = {}
     for name, cfg in params.eval.image_text.items():
-        img_emb, _, ids = query_side(params, method, cfg)
+        img_emb, _, ids = select_rows(load, cfg, cfg.split)
         txt_emb, txt = pio.read_embeddings(paths.features() / f"{name}__captions.parquet")
         row_of_id = {int(i): r for r, i in enumerate(ids)}
         text_image = np.array([row_of_id[int(i)] for i in txt["id"].to_list()])
         out[name] = image_text(img_emb, txt_emb, text_image, params.eval.text_ks)
-        print(f"[evaluate {method}] {name:>10} image-text: I→T R@1 {100 * out[name]['i2t_r@1']:.2f}"
+        print(f"[evaluate {label}] {name:>10} image-text: I→T R@1 {100 * out[name]['i2t_r@1']:.2f}"
               f"  T→I R@1 {100 * out[name]['t2i_r@1']:.2f}")
     return out
 
 
-def zero_shot_sets(params: Params, method: str) -> dict:
+def zero_shot_sets(params: Params, load: EmbeddingLoader, label: str) -> dict:
     out = {}
     for name, cfg in params.eval.zero_shot.items():
-        img_emb, labels, _ = query_side(params, method, cfg)
+        img_emb, labels, _ = select_rows(load, cfg, cfg.split)
         prompt_emb, prompts = pio.read_embeddings(paths.features() / f"{name}__prompts.parquet")
         row_of_label = {int(lab): r for r, lab in enumerate(prompts["label"].to_list())}
         out[name] = zero_shot(img_emb, np.array([row_of_label[int(x)] for x in labels]), prompt_emb)
         out[name]["classes"] = len(prompts)
-        print(f"[evaluate {method}] {name:>10} zero-shot: {100 * out[name]['accuracy']:.2f} %")
+        print(f"[evaluate {label}] {name:>10} zero-shot: {100 * out[name]['accuracy']:.2f} %")
     return out
+
+
+def all_metrics(params: Params, load: EmbeddingLoader, label: str, indices: IndexLoader | None = None) -> dict:
+    """Image-image (+ merged), image-text and zero-shot metrics of one encoder's embeddings."""
+    return {"k": params.eval.k,
+            "image_image": image_image(params, load, label, indices),
+            "image_image_merged": merged(params, load, label) if params.eval.merged else {},
+            "image_text": image_text_sets(params, load, label),
+            "zero_shot": zero_shot_sets(params, load, label)}
 
 
 def main(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     faiss.omp_set_num_threads(max(1, params.runtime.threads))
     record = pio.read_json(paths.run(args.method) / RECORD)
-    result = {"method": args.method, "k": params.eval.k,
-              "image_image": image_image(params, args.method),
-              "image_image_merged": merged(params, args.method) if params.eval.merged else {},
-              "image_text": image_text_sets(params, args.method),
-              "zero_shot": zero_shot_sets(params, args.method),
+    indices = lambda name: faiss.read_index(str(paths.index(args.method) / f"{name}.faiss"))  # noqa: E731
+    result = {"method": args.method, **all_metrics(params, stored_embeddings(args.method), args.method, indices),
               "selection": {"select_on": record["config"]["select_on"], **record["selected"]},
               "train_seconds": record["seconds"], "steps": record["steps"]}
     pio.write_json(result, paths.evaluation(args.method))

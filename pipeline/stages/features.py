@@ -5,6 +5,7 @@
 - `<generic>__val__images.parquet`: teacher features of the generic val split (for reference).
 - `<set>__captions.parquet`: the frozen text tower over each image-text set's captions.
 - `<set>__prompts.parquet`: class prompts of each zero-shot set.
+- `<generic>__train__prompts.parquet`: class prompts of the generic train classes (LwF, EWC).
 Computed once; every fine-tuning method reads them, none recomputes them.
 """
 from __future__ import annotations
@@ -45,11 +46,14 @@ def main(args: argparse.Namespace) -> None:
             pio.write_embeddings(out / f"{name}__captions.parquet", frame["id"].to_numpy(),
                                  np.full(len(texts), -1), emb, spec_metadata(spec, set=name), caption=texts)
             print(f"[features] {name}: {len(texts)} captions")
-        for name, es in params.eval.zero_shot.items():
-            classes = (split_frame(params, es.dataset, es.split, es.subset, ["label", "class_name"])
-                       .unique().sort("label"))
+        # class prompts: each zero-shot set's, and the generic train classes' (LwF logits, EWC Fisher)
+        prompt_sets = {f"{name}__prompts.parquet": (es.dataset, es.split, es.subset)
+                       for name, es in params.eval.zero_shot.items()}
+        prompt_sets[paths.split_file(generic, "train", "prompts")] = (generic, "train", None)
+        for file, (dataset, split, subset) in prompt_sets.items():
+            classes = split_frame(params, dataset, split, subset, ["label", "class_name"]).unique().sort("label")
             prompts = [params.eval.prompt_template.format(c) for c in classes["class_name"].to_list()]
             emb = embed_texts(model, tokenizer, prompts, batch_size=batch, device=device)
-            pio.write_embeddings(out / f"{name}__prompts.parquet", np.arange(len(prompts)),
-                                 classes["label"].to_numpy(), emb, spec_metadata(spec, set=name), prompt=prompts)
-            print(f"[features] {name}: {len(prompts)} class prompts")
+            pio.write_embeddings(out / file, np.arange(len(prompts)), classes["label"].to_numpy(), emb,
+                                 spec_metadata(spec, dataset=dataset, split=split, subset=subset), prompt=prompts)
+            print(f"[features] {file}: {len(prompts)} class prompts")

@@ -26,15 +26,18 @@ from tqdm import tqdm
 from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import FinetuneCfg, Params, load_params, method_config
-from pipeline.lib.data import ImageDataset, StepBatches, iterate_batches
+from pipeline.lib.data import ImageDataset, StepBatches, eval_loader, iterate_batches, normalize
 from pipeline.lib.evaluation import knn_retrieval
 from pipeline.lib import distributed
-from pipeline.lib.models import set_threads
-from pipeline.lib.training import FineTuner, step_plan
-from pipeline.stages.common import embed_sources, image_sources, load_teacher, read_teacher_spec, split_frame
+from pipeline.lib.models import autocast, set_threads
+from pipeline.lib.training import FineTuner, estimate_fisher, has_generic_steps, needs_text_prototypes, step_plan
+from pipeline.stages.common import (embed_sources, image_sources, load_teacher, read_teacher_spec, split_frame,
+                                    teacher_logit_scale)
 
 CHECKPOINT = "visual.pt"
 RECORD = "train.json"
+FISHER = "fisher.pt"
+TARGET_DOMAIN = ("target", "probe")  # steps that draw target-domain batches
 
 
 class Split:
@@ -57,6 +60,31 @@ def run_key(params: Params, method: str, cfg: FinetuneCfg) -> str:
             "target": asdict(params.datasets[params.roles.target]),
             "generic": asdict(params.datasets[params.roles.generic])}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def generic_prototypes(params: Params) -> tuple[torch.Tensor, dict[int, int]]:
+    """Frozen-text embeddings of the generic train classes' prompts (`features`), and label → row."""
+    emb, table = pio.read_embeddings(paths.features() / paths.split_file(params.roles.generic, "train", "prompts"))
+    return torch.from_numpy(emb.copy()), {int(lab): r for r, lab in enumerate(table["label"].to_list())}
+
+
+def estimate_generic_fisher(params: Params, cfg: FinetuneCfg, visual: torch.nn.Module, spec: dict, split: Split,
+                            prototypes: torch.Tensor, row_of_label: dict[int, int], scale: float,
+                            device: torch.device) -> list[torch.Tensor]:
+    """EWC's Fisher of θ0 on `fisher_batches` batches of generic train images (eval view, fixed draw)."""
+    n = min(len(split.ids), cfg.fisher_batches * cfg.batch_size)
+    pick = np.sort(np.random.default_rng(cfg.seed).permutation(len(split.ids))[:n])
+    loader = eval_loader([split.sources[i] for i in pick], spec["image_size"], cfg.batch_size,
+                         params.runtime.num_workers, [split.names[i] for i in pick])
+    rows = torch.tensor([row_of_label[int(lab)] for lab in split.labels[pick]])
+    chunks = rows.split(cfg.batch_size)
+    batches = ((normalize(x.to(device), spec["mean"], spec["std"]), y.to(device)) for x, y in zip(loader, chunks))
+    visual = copy.deepcopy(visual).to(device)
+    with autocast(device, "fp32"):
+        fisher = estimate_fisher(visual, tqdm(batches, total=len(chunks), desc="fisher", unit="batch"),
+                                 prototypes.to(device), scale)
+    print(f"[finetune] EWC Fisher from {n} generic images")
+    return fisher
 
 
 def validation(tuner: FineTuner, spec: dict, splits: dict[str, Split], params: Params) -> dict[str, float]:
@@ -104,13 +132,23 @@ def train(params: Params, method: str, cfg: FinetuneCfg, ctx: distributed.Contex
     labels_t = torch.from_numpy(labels)
 
     online = cfg.teacher_targets == "online"
+    prototypes, row_of_label, fisher = None, {}, None
+    generic_rows = None  # each generic train image's row among the class prompts (GIFT)
+    if needs_text_prototypes(cfg):
+        prototypes, row_of_label = generic_prototypes(params)
+        generic_rows = torch.tensor([row_of_label[int(lab)] for lab in generic["train"].labels])
+    scale = teacher_logit_scale(params, teacher)
+    if cfg.lambda_ewc > 0:
+        fisher = estimate_generic_fisher(params, cfg, teacher.visual, spec, generic["train"], prototypes,
+                                         row_of_label, scale, device)
     tuner = FineTuner(copy.deepcopy(teacher.visual), len(classes), spec["embed_dim"], cfg, spec["mean"],
                       spec["std"], spec["image_size"], device, params.runtime.precision, cfg.seed,
                       teacher_visual=copy.deepcopy(teacher.visual) if online else None,
-                      rank=ctx.rank, world=ctx.world, compile=params.runtime.compile)
+                      rank=ctx.rank, world=ctx.world, compile=params.runtime.compile,
+                      prototypes=prototypes, logit_scale=scale, fisher=fisher)
     del teacher
     targets = None
-    if cfg.lambda_distill > 0 and not online:
+    if has_generic_steps(cfg) and not online:
         emb, table = pio.read_embeddings(paths.features() / paths.split_file(params.roles.generic, "train"))
         if not np.array_equal(table["id"].to_numpy(), generic["train"].ids):
             raise ValueError("teacher features do not match the generic train split: rerun `features`")
@@ -133,10 +171,10 @@ def train(params: Params, method: str, cfg: FinetuneCfg, ctx: distributed.Contex
 
     resize = cfg.train_resize
     pin = device.type == "cuda"
-    n_target = plan[:step].count("target")
+    n_target = sum(d in TARGET_DOMAIN for d in plan[:step])
     n_generic = step - n_target
     tgt_iter = batches(ImageDataset(target["train"].sources, resize, "train", target["train"].names),
-                       cfg.batch_size, cfg.seed, n_target, plan.count("target") - n_target,
+                       cfg.batch_size, cfg.seed, n_target, sum(d in TARGET_DOMAIN for d in plan) - n_target,
                        params.runtime.num_workers, pin, ctx)
     gen_iter = batches(ImageDataset(generic["train"].sources, resize, "train", generic["train"].names),
                        cfg.batch_size, cfg.seed + 1, n_generic, plan.count("generic") - n_generic,
@@ -164,12 +202,14 @@ def train(params: Params, method: str, cfg: FinetuneCfg, ctx: distributed.Contex
     bar = tqdm(total=len(plan), initial=step, desc=f"finetune {method}", unit="step",
                disable=not plan or not ctx.is_main)
     while step < len(plan):
-        if plan[step] == "target":
+        if plan[step] in TARGET_DOMAIN:
             images, idx = next(tgt_iter)
-            logs = tuner.target_step(images, labels_t[idx], step)
+            step_fn = tuner.probe_step if plan[step] == "probe" else tuner.target_step
+            logs = step_fn(images, labels_t[idx], step)
         else:
             images, idx = next(gen_iter)
-            logs = tuner.generic_step(images, targets[idx] if targets is not None else None, step)
+            logs = tuner.generic_step(images, targets[idx] if targets is not None else None, step,
+                                      generic_rows[idx] if generic_rows is not None else None)
         for k, v in logs.items():
             running.setdefault(k, []).append(v)
         step += 1
@@ -177,7 +217,7 @@ def train(params: Params, method: str, cfg: FinetuneCfg, ctx: distributed.Contex
         if step < len(plan) and plan[step] != "target":
             continue
         done = target_count[step - 1]
-        if done % cfg.eval_every == 0 or step == len(plan):
+        if (done > 0 and done % cfg.eval_every == 0) or step == len(plan):  # done = 0: end of LP-FT's probe
             evaluate_and_select(step, done, {k: float(np.mean(v)) for k, v in running.items()})
             running = {}
             if history:
@@ -191,7 +231,7 @@ def train(params: Params, method: str, cfg: FinetuneCfg, ctx: distributed.Contex
         return {}
     assert best is not None
     return {"best": best, "history": history, "seconds": round(time.time() - start, 1), "steps": len(plan),
-            "train_classes": int(len(classes)), "resume_state": str(state_file)}
+            "train_classes": int(len(classes)), "resume_state": str(state_file), "fisher": fisher}
 
 
 def write_curves(method: str, history: list[dict[str, float]]) -> None:
@@ -236,9 +276,12 @@ def write_outputs(params: Params, method: str, cfg: FinetuneCfg, result: dict[st
     """The selected weights + training record (atomically), curves, and no resume state left."""
     best = result.pop("best")
     weights = best.pop("weights")
+    fisher = result.pop("fisher")
     record = {"method": method, "config": asdict(cfg), "selected": best, **result}
     with pio.atomic_path(paths.run(method), directory=True) as tmp:
         torch.save(weights, tmp / CHECKPOINT)
+        if fisher is not None:  # EWC's Fisher: kept with the run it weighted
+            torch.save([f.cpu() for f in fisher], tmp / FISHER)
         (tmp / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True, default=float) + "\n")
     write_curves(method, result["history"])
     shutil.rmtree(paths.resume(method), ignore_errors=True)  # finished: nothing left to resume

@@ -12,19 +12,9 @@ import numpy as np
 
 from pipeline import io as pio
 from pipeline import paths
-from pipeline.config import EvalSetCfg, Params, load_params
+from pipeline.config import load_params
 from pipeline.lib import retrieval
-from pipeline.stages.common import eval_sets
-
-
-def gallery(params: Params, method: str, cfg: EvalSetCfg) -> tuple[np.ndarray, np.ndarray]:
-    """(embeddings, labels) of an evaluation set's index side (its query split unless separate)."""
-    split = cfg.index_split or cfg.split
-    emb, table = pio.read_embeddings(paths.embeddings(method) / paths.split_file(cfg.dataset, split))
-    if cfg.subset is not None:
-        keep = (table["subset"] == cfg.subset).to_numpy()
-        emb, table = emb[keep], table.filter(keep)
-    return emb, table["label"].to_numpy()
+from pipeline.stages.common import eval_sets, select_rows, stored_embeddings
 
 
 def main(args: argparse.Namespace) -> None:
@@ -33,7 +23,7 @@ def main(args: argparse.Namespace) -> None:
     report = {}
     with pio.atomic_path(paths.index(args.method), directory=True) as out:
         for name, (_, cfg) in eval_sets(params).items():
-            emb, _ = gallery(params, args.method, cfg)
+            emb, _, _ = select_rows(stored_embeddings(args.method), cfg, cfg.index_split or cfg.split)
             index = retrieval.build_index(emb, params.index.kind, nlist=params.index.nlist)
             if params.index.kind != "flat":
                 k = min(params.eval.k, len(emb))

@@ -1,0 +1,192 @@
+"""Few-shot adaptation with both encoders frozen: the LatHAdapter family (METHOD §11).
+
+Every method sees the same inputs: L2-normalised frozen image features `f` [N, D] of K labelled
+shots per base class, and the frozen text embeddings `t` [C, D] of class prompts. `fit` trains on
+base classes; `predict` scores any class set given its text embeddings, so base-trained methods
+that go through text (zero-shot, CLIP-Adapter, LatHAdapter) also classify unseen (novel) classes.
+
+- zero-shot: s·cos(f, t_c).
+- linear probe: a linear head on f trained with cross-entropy (base classes only; no novel classes).
+- CLIP-Adapter: f' = α·MLP(f) + (1−α)·f, then s·cos(f', t_c) (Gao et al.; α = 0.2, MLP D→D/4→D).
+- Tip-Adapter: training-free cache, s·f·tᵀ + α·exp(−β(1 − f·F_cacheᵀ))·L_onehot (Zhang et al.; α=1,
+  β=5.5); novel classes have no cached shots, so it falls back to zero-shot there.
+- LatHAdapter (our form; the paper's equations were not available, only its abstract): M learnable
+  attribute vectors shared by all classes; class c's attributes are t_c + a_m. Images, classes and
+  attributes pass through small residual adapters, are normalised, scaled by learnable radii and
+  mapped into the Poincaré ball (exp₀, curvature −c). Logits = −d_c(image, class)/τ (or cosine).
+  Loss = CE + λ·[hierarchy regulariser (images → their class, attributes → their class, classes
+  nearer the origin than their images) + mean distance of each image to its class's nearest
+  attribute].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.lib import losses
+
+
+@dataclass
+class FewShotSettings:
+    steps: int = 300
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    logit_scale: float = 20.0
+    attributes: int = 8           # LatHAdapter: shared attribute vectors
+    curvature: float = 1.0        # LatHAdapter: the ball has curvature −c
+    temperature: float = 0.1      # LatHAdapter: τ of −d/τ logits
+    hierarchy_weight: float = 0.1  # LatHAdapter: λ of the hierarchy terms
+    geometry: str = "hyperbolic"  # LatHAdapter: hyperbolic | cosine
+    seed: int = 0
+
+
+def _train(module: nn.Module, loss_fn, s: FewShotSettings) -> None:
+    """Full-batch AdamW: the shots of a few-shot task fit in one batch."""
+    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=s.lr, weight_decay=s.weight_decay)
+    module.train()
+    for _ in range(s.steps):
+        opt.zero_grad(set_to_none=True)
+        loss_fn().backward()
+        opt.step()
+    module.eval()
+
+
+class ZeroShot:
+    def fit(self, f: torch.Tensor, y: torch.Tensor, t: torch.Tensor, s: FewShotSettings) -> "ZeroShot":
+        self.scale = s.logit_scale
+        return self
+
+    def predict(self, f: torch.Tensor, t: torch.Tensor, base: bool) -> torch.Tensor:
+        return self.scale * f @ t.T
+
+
+class LinearProbe:
+    novel = False  # a head per base class: nothing to say about unseen classes
+
+    def fit(self, f: torch.Tensor, y: torch.Tensor, t: torch.Tensor, s: FewShotSettings) -> "LinearProbe":
+        torch.manual_seed(s.seed)
+        # inputs scaled like CLIP logits: unit-norm features would need large weights (slow under Adam)
+        self.scale, self.head = s.logit_scale, nn.Linear(f.shape[1], t.shape[0])
+        _train(self.head, lambda: F.cross_entropy(self.head(self.scale * f), y), s)
+        return self
+
+    @torch.no_grad()
+    def predict(self, f: torch.Tensor, t: torch.Tensor, base: bool) -> torch.Tensor:
+        return self.head(self.scale * f)
+
+
+class ClipAdapter(nn.Module):
+    def __init__(self, dim: int, ratio: float = 0.2, reduction: int = 4):
+        super().__init__()
+        self.ratio = ratio
+        self.mlp = nn.Sequential(nn.Linear(dim, dim // reduction, bias=False), nn.ReLU(),
+                                 nn.Linear(dim // reduction, dim, bias=False), nn.ReLU())
+
+    def adapt(self, f: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.ratio * self.mlp(f) + (1 - self.ratio) * f, dim=-1)
+
+    def fit(self, f: torch.Tensor, y: torch.Tensor, t: torch.Tensor, s: FewShotSettings) -> "ClipAdapter":
+        self.scale = s.logit_scale
+        _train(self, lambda: F.cross_entropy(self.scale * self.adapt(f) @ t.T, y), s)
+        return self
+
+    @torch.no_grad()
+    def predict(self, f: torch.Tensor, t: torch.Tensor, base: bool) -> torch.Tensor:
+        return self.scale * self.adapt(f) @ t.T
+
+
+class TipAdapter:
+    def __init__(self, alpha: float = 1.0, beta: float = 5.5):
+        self.alpha, self.beta = alpha, beta
+
+    def fit(self, f: torch.Tensor, y: torch.Tensor, t: torch.Tensor, s: FewShotSettings) -> "TipAdapter":
+        self.keys, self.values, self.scale = f, F.one_hot(y, t.shape[0]).float(), s.logit_scale
+        return self
+
+    def predict(self, f: torch.Tensor, t: torch.Tensor, base: bool) -> torch.Tensor:
+        zero_shot = self.scale * f @ t.T
+        if not base:  # no cached shots of unseen classes
+            return zero_shot
+        affinity = torch.exp(-self.beta * (1 - f @ self.keys.T))
+        return zero_shot + self.alpha * affinity @ self.values
+
+
+class LatHAdapter(nn.Module):
+    def __init__(self, dim: int, s: FewShotSettings):
+        super().__init__()
+        gen = torch.Generator().manual_seed(s.seed)
+        self.s = s
+        self.attributes = nn.Parameter(0.1 * torch.randn(s.attributes, dim, generator=gen))
+        self.image_adapter = nn.Linear(dim, dim, bias=False)
+        self.text_adapter = nn.Linear(dim, dim, bias=False)
+        for layer in (self.image_adapter, self.text_adapter):  # residual adapters start as the identity
+            nn.init.zeros_(layer.weight)
+        # radii of the three levels before exp₀: classes start nearest the origin, images farthest
+        self.log_radius = nn.Parameter(torch.log(torch.tensor([0.5, 1.0, 1.5])))
+
+    def _embed(self, x: torch.Tensor, adapter: nn.Linear, level: int) -> torch.Tensor:
+        x = F.normalize(x + adapter(x), dim=-1)
+        if self.s.geometry == "cosine":
+            return x
+        return losses.expmap0(self.log_radius[level].exp() * x, self.s.curvature)
+
+    def points(self, f: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images [N,D], classes [C,D], attributes [C·M, D], class-major) in the model's space."""
+        attrs = (t[:, None, :] + self.attributes[None]).reshape(-1, t.shape[1])
+        return (self._embed(f, self.image_adapter, 2), self._embed(t, self.text_adapter, 0),
+                self._embed(attrs, self.text_adapter, 1))
+
+    def logits(self, img: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+        if self.s.geometry == "cosine":
+            return self.s.logit_scale * img @ cls.T
+        return -losses.pairwise_poincare_distance(img, cls, self.s.curvature) / self.s.temperature
+
+    def loss(self, f: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        img, cls, attrs = self.points(f, t)
+        ce = F.cross_entropy(self.logits(img, cls), y)
+        if self.s.geometry == "cosine":
+            return ce
+        m = self.s.attributes
+        owner = torch.arange(t.shape[0]).repeat_interleave(m)
+        hier = losses.hierarchy_regularizer(cls, attrs, owner, img, y, self.s.curvature)
+        own_attrs = attrs.reshape(t.shape[0], m, -1)[y]                              # [N, M, D]
+        to_attr = losses.poincare_distance(img[:, None, :].expand_as(own_attrs), own_attrs, self.s.curvature)
+        return ce + self.s.hierarchy_weight * (hier + to_attr.min(1).values.mean())
+
+    def fit(self, f: torch.Tensor, y: torch.Tensor, t: torch.Tensor, s: FewShotSettings) -> "LatHAdapter":
+        _train(self, lambda: self.loss(f, y, t), s)
+        return self
+
+    @torch.no_grad()
+    def predict(self, f: torch.Tensor, t: torch.Tensor, base: bool) -> torch.Tensor:
+        img, cls, _ = self.points(f, t)
+        return self.logits(img, cls)
+
+
+def make(name: str, dim: int, s: FewShotSettings):
+    """A fresh few-shot method by name."""
+    factories = {"zero_shot": ZeroShot, "linear_probe": LinearProbe, "clip_adapter": lambda: ClipAdapter(dim),
+                 "tip_adapter": TipAdapter, "lathadapter": lambda: LatHAdapter(dim, s)}
+    if name not in factories:
+        raise ValueError(f"unknown few-shot method '{name}' (known: {sorted(factories)})")
+    torch.manual_seed(s.seed)
+    return factories[name]()
+
+
+METHODS = ("zero_shot", "linear_probe", "clip_adapter", "tip_adapter", "lathadapter")
+
+
+def sample_shots(labels: torch.Tensor, classes: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices of k random examples of each class (fewer if a class has fewer)."""
+    picks = []
+    for c in classes.tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        picks.append(idx[torch.randperm(len(idx), generator=generator)[:k]])
+    return torch.cat(picks)
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return float((logits.argmax(1) == y).float().mean()) if len(y) else float("nan")

@@ -1,0 +1,92 @@
+"""Stage `fewshot`: the adapter family with both encoders frozen, K-shot, base and novel classes.
+
+The classes of one set (`fewshot.dataset` / `subset`) are split with a fixed seed into base classes
+(the shots come from their train images) and novel classes (never seen while fitting). For each
+K in `fewshot.shots` and each of `fewshot.repeats` shot draws, every method of
+`pipeline.lib.fewshot` is fitted on the base shots and tested on the test split: accuracy among
+base classes, among novel classes, and their harmonic mean. Writes `data/eval/fewshot.json`
+(a name no method can take); the report plots it.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+
+import numpy as np
+import torch
+
+from pipeline import io as pio
+from pipeline import paths
+from pipeline.config import Params, load_params
+from pipeline.lib import fewshot
+from pipeline.lib.models import embed_texts, resolve_device, set_threads, tokenizer_for
+from pipeline.stages.common import embed_sources, image_sources, load_teacher, split_frame
+
+
+def frozen_features(params: Params, split: str, model: torch.nn.Module, spec: dict,
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[int, str]]:
+    """Teacher image features, labels and class names of one split of the few-shot set."""
+    cfg = params.fewshot
+    frame = split_frame(params, cfg.dataset, split, cfg.subset, ["label", "class_name", "image", "path"])
+    emb = embed_sources(model.visual, image_sources(params, cfg.dataset, frame), spec, device,
+                        params.features.batch_size, params.runtime.precision, params.runtime.num_workers,
+                        f"fewshot {cfg.dataset}/{split}", frame["path"].to_list())
+    names = dict(zip(frame["label"].to_list(), frame["class_name"].to_list()))
+    return torch.from_numpy(emb), torch.from_numpy(frame["label"].to_numpy()), names
+
+
+def harmonic(a: float, b: float) -> float:
+    return 2 * a * b / (a + b) if a + b > 0 else 0.0
+
+
+def main(args: argparse.Namespace) -> None:
+    params = load_params(args.params)
+    cfg = params.fewshot
+    set_threads(params.runtime.threads)
+    device = resolve_device(params.runtime.device)
+    model, spec = load_teacher(device)
+    f_train, y_train, names = frozen_features(params, "train", model, spec, device)
+    f_test, y_test, test_names = frozen_features(params, "test", model, spec, device)
+    names.update(test_names)
+    classes = torch.tensor(sorted(names))
+    prompts = [params.eval.prompt_template.format(names[int(c)]) for c in classes]
+    text = torch.from_numpy(embed_texts(model, tokenizer_for(spec["model"]), prompts, device=device))
+    f_train, f_test, text = f_train.cpu(), f_test.cpu(), text.cpu()
+    del model
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order = classes[torch.randperm(len(classes), generator=gen)]
+    n_base = max(1, round(cfg.base_fraction * len(classes)))
+    splits = {"base": order[:n_base].sort().values, "novel": order[n_base:].sort().values}
+    rows = {name: {int(c): i for i, c in enumerate(cls)} for name, cls in splits.items()}
+    test_of = {name: torch.isin(y_test, cls) for name, cls in splits.items()}
+    text_of = {name: text[[int(torch.nonzero(classes == c)) for c in cls]] for name, cls in splits.items()}
+    settings = fewshot.FewShotSettings(**{**cfg.settings, "seed": cfg.seed})
+
+    results: dict[str, dict[str, dict[str, float]]] = {m: {} for m in cfg.methods}
+    for k in cfg.shots:
+        scores: dict[str, dict[str, list[float]]] = {m: {"base": [], "novel": []} for m in cfg.methods}
+        for repeat in range(cfg.repeats):
+            shots = fewshot.sample_shots(y_train, splits["base"], k, gen)
+            y_shots = torch.tensor([rows["base"][int(c)] for c in y_train[shots]])
+            for method in cfg.methods:
+                model_k = fewshot.make(method, text.shape[1], settings).fit(f_train[shots], y_shots, text_of["base"],
+                                                                            settings)
+                for part in ("base", "novel"):
+                    if part == "novel" and (not getattr(model_k, "novel", True) or not len(splits["novel"])):
+                        continue
+                    mask = test_of[part]
+                    y = torch.tensor([rows[part][int(c)] for c in y_test[mask]])
+                    logits = model_k.predict(f_test[mask], text_of[part], base=part == "base")
+                    scores[method][part].append(fewshot.accuracy(logits, y))
+        for method in cfg.methods:
+            base = float(np.mean(scores[method]["base"]))
+            novel = float(np.mean(scores[method]["novel"])) if scores[method]["novel"] else None
+            results[method][str(k)] = {"base": round(100 * base, 2),  # null, not NaN: metrics files are JSON
+                                       "novel": None if novel is None else round(100 * novel, 2),
+                                       "harmonic": None if novel is None else round(100 * harmonic(base, novel), 2)}
+            print(f"[fewshot] K={k:>2} {method:>13}: base {100 * base:6.2f}  novel "
+                  + ("n/a" if novel is None else f"{100 * novel:6.2f}"))
+    pio.write_json({"dataset": cfg.dataset, "subset": cfg.subset, "base_classes": len(splits["base"]),
+                    "novel_classes": len(splits["novel"]), "repeats": cfg.repeats, "settings": asdict(settings),
+                    "results": results}, paths.fewshot())

@@ -1,0 +1,47 @@
+"""Stage `wiseft`: WiSE-FT's retention-vs-adaptation curve of one fine-tuned method.
+
+θ_α = (1−α)·θ0 + α·θ_ft for each α of `wise_ft.alphas` (METHOD §4), with no retraining: each
+interpolated encoder embeds the evaluation splits in memory and goes through the same evaluation
+as the `evaluate` stage (exact kNN). α = 0 reproduces the pretrained metrics, α = 1 the base
+method's. Writes `data/eval/wise-ft.json`.
+"""
+from __future__ import annotations
+
+import argparse
+
+import faiss
+import torch
+
+from pipeline import io as pio
+from pipeline import paths
+from pipeline.config import load_params
+from pipeline.lib.models import resolve_device, set_threads
+from pipeline.lib.training import interpolate_weights
+from pipeline.stages.common import embed_eval_splits, load_teacher
+from pipeline.stages.evaluate import all_metrics
+from pipeline.stages.finetune import CHECKPOINT
+
+def main(args: argparse.Namespace) -> None:
+    params = load_params(args.params)
+    set_threads(params.runtime.threads)
+    faiss.omp_set_num_threads(max(1, params.runtime.threads))
+    device = resolve_device(params.runtime.device)
+    base = params.wise_ft.base
+    checkpoint = paths.run(base) / CHECKPOINT
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"missing {checkpoint}: run `python -m pipeline finetune {base}` first")
+    model, spec = load_teacher("cpu")
+    visual = model.visual
+    del model
+    theta0 = {k: v.detach().clone() for k, v in visual.state_dict().items()}
+    theta_ft = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    curve = []
+    for alpha in params.wise_ft.alphas:
+        visual.load_state_dict(interpolate_weights(theta0, theta_ft, alpha))
+        visual.to(device).eval()
+        label = f"wise-ft {base} α={alpha:g}"
+        tables = {(d, s): (emb, frame.select("id", "label", "subset"))
+                  for d, s, frame, emb in embed_eval_splits(visual, params, spec, device, label)}
+        curve.append({"alpha": alpha, **all_metrics(params, lambda d, s: tables[(d, s)], label)})
+        visual.cpu()
+    pio.write_json({"base": base, "curve": curve}, paths.wise_ft_curve())
