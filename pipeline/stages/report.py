@@ -111,7 +111,7 @@ def plot_fewshot(fs: dict, dest: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7.5, 4.4), dpi=120)
     for i, (method, by_k) in enumerate(fs["results"].items()):
-        ks = [int(k) for k in by_k]
+        ks = sorted(int(k) for k in by_k)  # JSON keys are strings: "16" sorts before "2"
         colour = plt.cm.tab10(i % 10)
         ax.plot(ks, [by_k[str(k)]["base"] for k in ks], "-o", color=colour, label=f"{method} (base)")
         novel = [by_k[str(k)]["novel"] for k in ks]
@@ -131,7 +131,7 @@ def plot_fewshot(fs: dict, dest: Path) -> None:
 
 
 def fewshot_markdown(fs: dict) -> list[str]:
-    ks = list(next(iter(fs["results"].values())))
+    ks = sorted(next(iter(fs["results"].values())), key=int)
     lines = [f"## Few-shot adapters, encoders frozen ({fs['dataset']}/{fs['subset']}: {fs['base_classes']} base, "
              f"{fs['novel_classes']} novel classes, mean of {fs['repeats']} shot draws)", "",
              "Accuracy (%) base / novel; novel is n/a for the linear probe (no head for unseen classes).", "",
