@@ -34,21 +34,40 @@ class RuntimeCfg:
 
 
 @dataclass
+class DownloadCfg:
+    """One file of a dataset's release: fetched with resume and retries, checked, extracted if an archive."""
+    url: str = MISSING
+    sha256: Optional[str] = None  # checked when given; else the digest of what arrived is recorded and printed
+    size: Optional[int] = None    # bytes, checked when given
+    filename: Optional[str] = None  # name to save as (default: the URL's last part)
+
+
+EMBEDDED_SOURCES = ("embedded_glyphs", "embedded_web")
+REAL_SOURCES = ("sop", "cars196", "inshop", "inat2018", "food2k", "imagenet", "flickr30k", "coco", "folder", "csv")
+
+
+@dataclass
 class DatasetCfg:
     """One dataset. `source` picks the reader; the other keys are that reader's options."""
-    source: str = MISSING         # embedded_glyphs | embedded_web | folder | csv | <real dataset names>
-    seed: int = 0
+    source: str = MISSING         # embedded_glyphs | embedded_web | one of REAL_SOURCES
+    seed: int = 0                 # split draws (ImageNet: the shuffle seed of the 80/20 split, 42 in the reference)
     # embedded_glyphs
     n_classes: int = 300
     per_class: int = 16
     # embedded_web: images per split of the procedural shapes world; animals use fractions
     shapes: dict[str, int] = field(default_factory=lambda: {"train": 6000, "val": 1000, "test": 1000})
     animals: dict[str, float] = field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
-    # real / user data
-    root: Optional[str] = None    # local folder holding the dataset
-    url: Optional[str] = None     # archive URL (or mirror) when no local folder
-    sha256: Optional[str] = None
+    # real / user data: a local folder, or files to download (official URLs, or `mirror` + their names)
+    root: Optional[str] = None
+    downloads: list[DownloadCfg] = field(default_factory=list)
+    mirror: Optional[str] = None  # base URL of a copy of the downloads (same file names)
+    download_retries: int = 4     # tries after the first, with exponential back-off
+    annotations: Optional[str] = None  # csv: the CSV file; flickr30k / coco: the Karpathy split JSON's name
+    split_files: Optional[str] = None  # folder of <split>.json lists (the reference's info files) to use as is
+    keep_splits: Optional[list[str]] = None  # keep only these splits (e.g. [test] of an image-text set)
     val_class_fraction: float = 0.2   # class-disjoint validation share of the training classes
+    test_class_fraction: float = 0.5  # class-disjoint test share, for datasets that come without a split
+    verify_images: str = "open"   # open (parse every header) | exists | none
     skip_corrupt: bool = False    # count and skip unreadable images instead of failing
 
 
@@ -56,6 +75,7 @@ class DatasetCfg:
 class RolesCfg:
     target: str = "glyphs"        # the fine-grained domain we adapt to (train / val / test splits)
     generic: str = "web"          # distillation (train split) and checkpoint selection (val split)
+    generic_val_fraction: float = 1.0  # share of the generic val split used for selection (reference: first 10 %)
 
 
 @dataclass
@@ -101,6 +121,7 @@ class TeacherCfg:
     weight_decay: float = 0.05
     warmup_steps: int = 50
     logit_scale: float = 20.0
+    zero_shot_max_images: int = 0  # teacher report: first N val images per zero-shot set (0 = all)
 
 
 @dataclass
@@ -287,6 +308,36 @@ def _validate_finetune(cfg: FinetuneCfg, prefix: str) -> None:
     _positive(cfg.checkpoint_every, f"{prefix}.checkpoint_every")
 
 
+def _validate_dataset(name: str, ds: DatasetCfg) -> None:
+    key = f"datasets.{name}"
+    _require(name.replace("_", "").isalnum(), key, "dataset names are letters, digits and '_' (they name folders)")
+    _one_of(ds.source, EMBEDDED_SOURCES + REAL_SOURCES, f"{key}.source")
+    _require(0 < ds.val_class_fraction < 1, f"{key}.val_class_fraction", f"must be in (0, 1), got {ds.val_class_fraction}")
+    _require(0 < ds.test_class_fraction < 1, f"{key}.test_class_fraction",
+             f"must be in (0, 1), got {ds.test_class_fraction}")
+    if ds.source == "embedded_glyphs":
+        _require(ds.n_classes >= 3, f"{key}.n_classes", f"must be >= 3, got {ds.n_classes}")
+        _require(ds.per_class >= 2, f"{key}.per_class", f"must be >= 2, got {ds.per_class}")
+    if ds.source == "embedded_web":
+        for split, n in ds.shapes.items():
+            _positive(n, f"{key}.shapes.{split}", allow_zero=True)
+        total = sum(ds.animals.values())
+        _require(all(v >= 0 for v in ds.animals.values()) and total <= 1.0 + 1e-6, f"{key}.animals",
+                 f"split fractions must be >= 0 and sum to at most 1, got {total}")
+    if ds.source in REAL_SOURCES:
+        _require(bool(ds.root or ds.downloads), key,
+                 f"source '{ds.source}' needs `root` (a local folder) or `downloads` (files to fetch)")
+        _require(ds.source != "csv" or ds.annotations is not None, f"{key}.annotations",
+                 "the csv source needs the CSV file (path,label[,split,class_name,caption])")
+    _one_of(ds.verify_images, ("open", "exists", "none"), f"{key}.verify_images")
+    _positive(ds.download_retries, f"{key}.download_retries", allow_zero=True)
+    for i, d in enumerate(ds.downloads):
+        _require(d.url.startswith(("http://", "https://", "ftp://", "file://")), f"{key}.downloads.{i}.url",
+                 f"must be an http(s), ftp or file URL, got {d.url!r}")
+        _require(d.sha256 is None or (len(d.sha256) == 64 and all(c in "0123456789abcdefABCDEF" for c in d.sha256)),
+                 f"{key}.downloads.{i}.sha256", "must be 64 hex digits")
+
+
 def _validate_fewshot(params: Params) -> None:
     from pipeline.lib.fewshot import METHODS, FewShotSettings
 
@@ -313,21 +364,16 @@ def validate(params: Params) -> None:
     _positive(rt.processes, "runtime.processes")
     _require(bool(params.datasets), "datasets", "at least one dataset is required")
     for name, ds in params.datasets.items():
-        _require(ds.n_classes >= 3, f"datasets.{name}.n_classes", f"must be >= 3, got {ds.n_classes}")
-        _require(ds.per_class >= 2, f"datasets.{name}.per_class", f"must be >= 2, got {ds.per_class}")
-        _require(0 < ds.val_class_fraction < 1, f"datasets.{name}.val_class_fraction",
-                 f"must be in (0, 1), got {ds.val_class_fraction}")
-        for split, n in ds.shapes.items():
-            _positive(n, f"datasets.{name}.shapes.{split}", allow_zero=True)
-        total = sum(ds.animals.values())
-        _require(all(v >= 0 for v in ds.animals.values()) and total <= 1.0 + 1e-6, f"datasets.{name}.animals",
-                 f"split fractions must be >= 0 and sum to at most 1, got {total}")
+        _validate_dataset(name, ds)
     for role in ("target", "generic"):
         name = getattr(params.roles, role)
         _require(name in params.datasets, f"roles.{role}", f"'{name}' is not a key of datasets")
+    _require(0 < params.roles.generic_val_fraction <= 1, "roles.generic_val_fraction",
+             f"must be in (0, 1], got {params.roles.generic_val_fraction}")
     _one_of(params.teacher.source, ("embedded", "open_clip"), "teacher.source")
     for key in ("steps", "batch_size", "lr"):
         _positive(getattr(params.teacher, key), f"teacher.{key}")
+    _positive(params.teacher.zero_shot_max_images, "teacher.zero_shot_max_images", allow_zero=True)
     _positive(params.features.batch_size, "features.batch_size")
     _validate_finetune(params.finetune, "finetune")
     _require(bool(params.methods), "methods", "at least one method is required")

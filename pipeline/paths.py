@@ -12,6 +12,12 @@ def prepared(dataset: str) -> Path:
     return DATA / "prepared" / dataset
 
 
+def downloads(dataset: str) -> Path:
+    """Fetched archives of one dataset and what they extract to (outside DVC's outputs: a rerun of
+    `prepare` reuses them instead of downloading again)."""
+    return DATA / "downloads" / dataset
+
+
 def teacher() -> Path:
     """The pretrained model spec (and, for the embedded default, its open_clip local-dir folder)."""
     return DATA / "teacher"

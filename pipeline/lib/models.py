@@ -104,8 +104,13 @@ def load_clip(model: str, pretrained: str | None = None) -> nn.Module:
                 "teacher.pretrained to a local checkpoint file.")
     try:
         return open_clip.create_model(model, pretrained=pretrained, **kwargs)
-    except RuntimeError as err:
-        raise RuntimeError(f"could not load open_clip model '{model}' (pretrained={pretrained!r}): {err}") from err
+    except Exception as err:  # noqa: BLE001 - open_clip, timm and huggingface_hub raise many kinds
+        hint = ""
+        if model.startswith("hf-hub:") and os.environ.get("HF_HUB_OFFLINE") == "1":
+            hint = (" HF_HUB_OFFLINE=1 and the model is not in the local Hugging Face cache: download it once with "
+                    "network access, or point teacher.model at a 'local-dir:' folder / teacher.pretrained at a file.")
+        raise RuntimeError(f"could not load open_clip model '{model}' (pretrained={pretrained!r}): "
+                           f"{type(err).__name__}: {err}.{hint}") from err
 
 
 def tokenizer_for(model_name: str) -> Any:

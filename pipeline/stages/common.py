@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -35,16 +36,20 @@ def split_frame(params: Params, dataset: str, split: str, subset: str | None = N
     return frame
 
 
+def leading_share(frame: pl.DataFrame, fraction: float) -> pl.DataFrame:
+    """The first `fraction` of the rows (at least one): the reference selects checkpoints on the
+    first 10 % of its generic val records (`roles.generic_val_fraction`)."""
+    return frame if fraction >= 1 else frame.head(max(1, math.ceil(fraction * frame.height)))
+
+
 def image_sources(params: Params, dataset: str, frame: pl.DataFrame) -> list[ImageSource]:
-    """Packed bytes when the manifest has them, else files under the dataset's root."""
+    """Packed bytes when the manifest has them, else files under the folder `prepare` found them in."""
     if "image" in frame.columns and frame["image"].null_count() == 0:
         return list(frame["image"].to_list())
-    root = params.datasets[dataset].root
+    root = pio.parquet_metadata(paths.prepared(dataset) / pio.MANIFEST).get("root")
     if root is None:
-        meta = pio.parquet_metadata(paths.prepared(dataset) / pio.MANIFEST)
-        root = meta.get("root")
-    if root is None:
-        raise ValueError(f"dataset '{dataset}' has unpacked images but no datasets.{dataset}.root")
+        raise ValueError(f"dataset '{dataset}' has unpacked images but its manifest records no root folder: "
+                         f"rerun `python -m pipeline prepare {dataset}`")
     return [str(Path(root) / p) for p in frame["path"].to_list()]
 
 

@@ -18,7 +18,8 @@ from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import load_params
 from pipeline.lib.models import embed_texts, resolve_device, set_threads, tokenizer_for
-from pipeline.stages.common import embed_sources, image_sources, load_teacher, spec_metadata, split_frame
+from pipeline.stages.common import (embed_sources, image_sources, leading_share, load_teacher, spec_metadata,
+                                    split_frame)
 
 
 def main(args: argparse.Namespace) -> None:
@@ -32,6 +33,8 @@ def main(args: argparse.Namespace) -> None:
     with pio.atomic_path(paths.features(), directory=True) as out:
         for split in ("train", "val"):
             frame = split_frame(params, generic, split, columns=["id", "label", "subset", "image", "path"])
+            if split == "val":  # only what checkpoint selection uses
+                frame = leading_share(frame, params.roles.generic_val_fraction)
             emb = embed_sources(model.visual, image_sources(params, generic, frame), spec, device, batch,
                                 params.runtime.precision, params.runtime.num_workers, f"teacher {generic}/{split}",
                                 frame["path"].to_list())

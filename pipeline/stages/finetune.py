@@ -31,8 +31,8 @@ from pipeline.lib.evaluation import knn_retrieval
 from pipeline.lib import distributed
 from pipeline.lib.models import autocast, set_threads
 from pipeline.lib.training import FineTuner, estimate_fisher, has_generic_steps, needs_text_prototypes, step_plan
-from pipeline.stages.common import (embed_sources, image_sources, load_teacher, read_teacher_spec, split_frame,
-                                    teacher_logit_scale)
+from pipeline.stages.common import (embed_sources, image_sources, leading_share, load_teacher, read_teacher_spec,
+                                    split_frame, teacher_logit_scale)
 
 CHECKPOINT = "visual.pt"
 RECORD = "train.json"
@@ -43,8 +43,8 @@ TARGET_DOMAIN = ("target", "probe")  # steps that draw target-domain batches
 class Split:
     """One prepared split held for training or validation: image sources + labels (+ ids)."""
 
-    def __init__(self, params: Params, dataset: str, split: str):
-        frame = split_frame(params, dataset, split, columns=["id", "label", "image", "path"])
+    def __init__(self, params: Params, dataset: str, split: str, fraction: float = 1.0):
+        frame = leading_share(split_frame(params, dataset, split, columns=["id", "label", "image", "path"]), fraction)
         self.dataset, self.split = dataset, split
         self.ids = frame["id"].to_numpy()
         self.labels = frame["label"].to_numpy()
@@ -127,7 +127,8 @@ def train(params: Params, method: str, cfg: FinetuneCfg, ctx: distributed.Contex
     device = ctx.device
     teacher, spec = load_teacher("cpu")
     target = {s: Split(params, params.roles.target, s) for s in ("train", "val")}
-    generic = {s: Split(params, params.roles.generic, s) for s in ("train", "val")}
+    generic = {"train": Split(params, params.roles.generic, "train"),
+               "val": Split(params, params.roles.generic, "val", params.roles.generic_val_fraction)}
     classes, labels = np.unique(target["train"].labels, return_inverse=True)
     labels_t = torch.from_numpy(labels)
 
@@ -152,7 +153,7 @@ def train(params: Params, method: str, cfg: FinetuneCfg, ctx: distributed.Contex
         emb, table = pio.read_embeddings(paths.features() / paths.split_file(params.roles.generic, "train"))
         if not np.array_equal(table["id"].to_numpy(), generic["train"].ids):
             raise ValueError("teacher features do not match the generic train split: rerun `features`")
-        targets = torch.from_numpy(emb)
+        targets = torch.from_numpy(emb.copy())  # Arrow buffers are read-only
 
     plan = step_plan(cfg)
     val_splits = {"target": target["val"], "generic": generic["val"]}
@@ -170,6 +171,9 @@ def train(params: Params, method: str, cfg: FinetuneCfg, ctx: distributed.Contex
         shutil.rmtree(resume_dir)  # state of a different configuration: not ours to resume
 
     resize = cfg.train_resize
+    if resize < spec["image_size"]:
+        raise ValueError(f"methods.{method}.train_resize (finetune.train_resize) = {resize} is smaller than the "
+                         f"model's input size {spec['image_size']}: the random crop needs train_resize >= it")
     pin = device.type == "cuda"
     n_target = sum(d in TARGET_DOMAIN for d in plan[:step])
     n_generic = step - n_target

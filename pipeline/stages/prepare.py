@@ -90,7 +90,7 @@ def build_manifest(name: str, cfg: DatasetCfg) -> tuple[pl.DataFrame, dict]:
     if cfg.source in BUILDERS:
         frame, meta = BUILDERS[cfg.source](name, cfg), {}
     else:
-        from pipeline.sources import datasets as real  # real datasets and user folders (issue: paper setting)
+        from pipeline.sources import datasets as real  # real datasets and users' folders / CSVs
         frame, meta = real.build_manifest(name, cfg)
     frame = frame.with_row_index("id").with_columns(pl.col("id").cast(pl.Int64))
     return frame, meta
@@ -106,6 +106,14 @@ def describe(frame: pl.DataFrame) -> dict:
     return out
 
 
+def split_lists(frame: pl.DataFrame) -> dict[str, list[dict]]:
+    """The exact split lists in the reference's info-file layout ([{"path", "class_id"}, ...] per
+    split), stored with the manifest so results can be compared across machines and code versions
+    (and fed back through `datasets.<name>.split_files`)."""
+    return {split: part.select("path", pl.col("label").alias("class_id")).to_dicts()
+            for (split,), part in frame.group_by("split", maintain_order=True)}
+
+
 def main(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     if args.dataset not in params.datasets:
@@ -116,5 +124,7 @@ def main(args: argparse.Namespace) -> None:
     with pio.atomic_path(paths.prepared(args.dataset), directory=True) as tmp:
         pio.write_parquet(frame, tmp / pio.MANIFEST, {"dataset": args.dataset, "source": cfg.source,
                                                        "splits": stats, **meta})
+        for split, rows in split_lists(frame).items():
+            pio.write_json(rows, tmp / "splits" / f"{split}.json")
     for split, s in stats.items():
         print(f"[prepare {args.dataset}] {split:>5}: {s['images']:6d} images, {s['classes']:4d} classes")

@@ -114,6 +114,8 @@ def zero_shot_report(params: Params, model: torch.nn.Module, tokenizer, spec: di
     out = {}
     for name, es in params.eval.zero_shot.items():
         frame = split_frame(params, es.dataset, "val", es.subset, ["image", "path", "label", "class_name"])
+        if params.teacher.zero_shot_max_images:
+            frame = frame.head(params.teacher.zero_shot_max_images)
         emb = embed_sources(model.visual, image_sources(params, es.dataset, frame), spec, device, 256,
                             desc=f"zero-shot {name}")
         classes = frame.select("label", "class_name").unique().sort("label")

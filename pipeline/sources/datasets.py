@@ -1,0 +1,191 @@
+"""Real datasets and users' own data → one manifest frame (the `prepare` stage's input).
+
+    root (a local folder)  ─┐
+                            ├─ reader of the dataset's own layout (formats.py) ─ splits ─ image check ─ frame
+    downloads (+ mirror)  ──┘   fetched to data/downloads/<name>/ with resume, retries and checks
+
+Splits follow METHOD §5: the dataset's standard test (or query / index) split is kept; the
+validation split is a class-disjoint share (`val_class_fraction`) of the training classes;
+datasets without any split (a user's folder, Food2K) first get a class-disjoint test share
+(`test_class_fraction`). `split_files` replaces all of this with given lists (the reference's
+info JSONs: `<split>.json` = [{"path": ..., "class_id": ...}, ...]) so results are comparable.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from PIL import Image
+from tqdm import tqdm
+
+from pipeline import paths
+from pipeline.config import ConfigError, DatasetCfg
+from pipeline.lib.data import ImageError
+from pipeline.sources import download as dl
+from pipeline.sources.formats import DEFAULT_ANNOTATIONS, OBTAIN, READERS, Listing
+
+VERIFY_MODES = ("open", "exists", "none")
+
+
+# ------------------------------------------------------------------------------ where the files are
+def download_url(url: str, mirror: str | None) -> str:
+    """The official URL, or the same file name under the user's mirror."""
+    return f"{mirror.rstrip('/')}/{url.rsplit('/', 1)[-1]}" if mirror else url
+
+
+def fetch_all(name: str, cfg: DatasetCfg) -> tuple[Path, list[dict[str, Any]]]:
+    """Download (or reuse) every file of `datasets.<name>.downloads`, extract the archives, and
+    return the folder holding them all plus what was fetched (for the manifest's metadata)."""
+    folder = paths.downloads(name)
+    files = folder / "files"
+    files.mkdir(parents=True, exist_ok=True)
+    fetched = []
+    for item in cfg.downloads:
+        url = download_url(item.url, cfg.mirror)
+        filename = item.filename or url.rsplit("/", 1)[-1].split("?")[0]
+        try:
+            got = dl.download(url, folder / filename, item.sha256, item.size, retries=cfg.download_retries)
+        except dl.DownloadError as err:
+            raise dl.DownloadError(f"datasets.{name}: {err}\n  Without network access: fetch it elsewhere and set "
+                                   f"datasets.{name}.root to the extracted folder (or datasets.{name}.mirror to a "
+                                   "reachable copy).") from None
+        if dl.is_archive(filename):
+            stem = filename
+            for suffix in dl.ARCHIVE_SUFFIXES:
+                stem = stem.removesuffix(suffix)
+            dl.extract(got.path, files / stem)
+        else:
+            shutil.copyfile(got.path, files / filename)
+        fetched.append({"url": url, "file": filename, "sha256": got.sha256, "bytes": got.size, "pinned": got.pinned})
+    return files, fetched
+
+
+def resolve_root(name: str, cfg: DatasetCfg) -> tuple[Path, list[dict[str, Any]]]:
+    """The local folder to read: `root` as given, or the downloads fetched into data/downloads/."""
+    if cfg.root:
+        root = Path(cfg.root).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(f"datasets.{name}.root: folder {root} does not exist. Get {OBTAIN[cfg.source]}, "
+                                    f"then extract or link it there (or set datasets.{name}.root)")
+        return root, []
+    if cfg.downloads:
+        return fetch_all(name, cfg)
+    raise ConfigError(f"datasets.{name}: source '{cfg.source}' needs `root` (a local folder) or `downloads`")
+
+
+def read_listing(name: str, cfg: DatasetCfg, root: Path) -> Listing:
+    reader = READERS[cfg.source]
+    if cfg.source in ("flickr30k", "coco", "csv"):
+        annotations = cfg.annotations or DEFAULT_ANNOTATIONS.get(cfg.source)
+        if annotations is None:
+            raise ConfigError(f"datasets.{name}.annotations: the csv source needs the CSV's path")
+        return reader(root, annotations)
+    if cfg.source == "imagenet":
+        return reader(root, seed=cfg.seed)
+    return reader(root)
+
+
+# ------------------------------------------------------------------------------ splits
+def class_disjoint(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of the rows whose class is in a random `fraction` of the classes (at least one,
+    and at least one left out when there are two or more)."""
+    classes = np.unique(labels)
+    n = int(round(fraction * len(classes)))
+    n = min(max(n, 1), len(classes) - 1) if len(classes) > 1 else len(classes)
+    chosen = np.random.default_rng(seed).permutation(classes)[:n]
+    return np.isin(labels, chosen)
+
+
+def _carve(frame: pl.DataFrame, source: str, into: str, fraction: float, seed: int) -> pl.DataFrame:
+    rows = (frame["split"] == source).to_numpy()
+    mask = np.zeros(frame.height, bool)
+    mask[rows] = class_disjoint(frame["label"].to_numpy()[rows], fraction, seed)
+    return frame.with_columns(pl.when(pl.Series(mask)).then(pl.lit(into)).otherwise(pl.col("split")).alias("split"))
+
+
+def assign_splits(frame: pl.DataFrame, cfg: DatasetCfg) -> pl.DataFrame:
+    """Class-disjoint test (if the dataset has no split) and validation (if it has none) shares."""
+    if (frame["split"] == "all").any():
+        frame = _carve(frame, "all", "test", cfg.test_class_fraction, cfg.seed)
+        frame = frame.with_columns(pl.col("split").replace("all", "train"))
+    if not (frame["split"] == "val").any() and (frame["split"] == "train").any():
+        frame = _carve(frame, "train", "val", cfg.val_class_fraction, cfg.seed + 1)
+    return frame
+
+
+def apply_split_files(frame: pl.DataFrame, folder: Path, name: str) -> pl.DataFrame:
+    """Splits (and labels) from `<split>.json` info files; images they do not list are dropped."""
+    folder = Path(folder).expanduser()
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"datasets.{name}.split_files: no <split>.json files in {folder}")
+    rows = []
+    for file in files:
+        for entry in json.loads(file.read_text()):
+            label = entry["class_id"][0] if isinstance(entry["class_id"], list) else entry["class_id"]
+            rows.append({"path": entry["path"], "split_file": file.stem, "class_id": int(label)})
+    listed = pl.DataFrame(rows)
+    joined = listed.join(frame.drop("split"), on="path", how="left")
+    missing = joined.filter(pl.col("class_name").is_null())["path"].to_list()
+    if missing:
+        raise FileNotFoundError(f"datasets.{name}.split_files: {len(missing)} listed image(s) are not in the "
+                                f"dataset, e.g. {missing[:3]}")
+    return joined.select(pl.col("path"), pl.col("class_id").alias("label"), "class_name",
+                         pl.col("split_file").alias("split"), "captions")
+
+
+# ------------------------------------------------------------------------------ image check
+def _problem(path: Path, mode: str) -> str | None:
+    if not path.is_file():
+        return "missing"
+    if mode == "open":
+        try:
+            with Image.open(path) as img:
+                img.verify()
+        except Exception as err:  # noqa: BLE001 - any failure to parse is a corrupt image
+            return f"unreadable ({type(err).__name__})"
+    return None
+
+
+def check_images(base: Path, rel_paths: list[str], mode: str, workers: int = 8) -> dict[str, str]:
+    """{relative path: problem} for images that are missing or cannot be parsed."""
+    if mode == "none":
+        return {}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(tqdm(pool.map(lambda p: _problem(base / p, mode), rel_paths, chunksize=256),
+                            total=len(rel_paths), desc="check images", unit="img", leave=False,
+                            disable=len(rel_paths) < 2000))
+    return {p: r for p, r in zip(rel_paths, results) if r is not None}
+
+
+# ------------------------------------------------------------------------------ the manifest
+def build_manifest(name: str, cfg: DatasetCfg) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The manifest rows of one real dataset (no `id` yet) and the metadata stored with them."""
+    root, fetched = resolve_root(name, cfg)
+    listing = read_listing(name, cfg, root)
+    frame = listing.frame
+    if cfg.split_files:
+        frame = apply_split_files(frame, Path(cfg.split_files), name)
+    else:
+        frame = assign_splits(frame, cfg)
+    if cfg.keep_splits:
+        frame = frame.filter(pl.col("split").is_in(list(cfg.keep_splits)))
+    problems = check_images(listing.base, frame["path"].to_list(), cfg.verify_images)
+    if problems and not cfg.skip_corrupt:
+        examples = "; ".join(f"{listing.base / p}: {why}" for p, why in list(problems.items())[:5])
+        raise ImageError(f"datasets.{name}: {len(problems)} bad image(s): {examples}. Fix or remove them, or set "
+                         f"datasets.{name}.skip_corrupt=true to skip and count them")
+    if problems:
+        frame = frame.filter(~pl.col("path").is_in(list(problems)))
+        print(f"[prepare {name}] skipped {len(problems)} bad image(s) (skip_corrupt), e.g. {next(iter(problems))}")
+    frame = frame.select(
+        pl.lit(name).alias("dataset"), "split", pl.lit(name).alias("subset"), "label", "class_name", "path",
+        pl.lit(None, dtype=pl.Binary).alias("image"), "captions")
+    meta = {"root": str(listing.base.resolve()), "format": cfg.source, "downloads": fetched,
+            "skipped_images": sorted(problems)}
+    return frame, meta
