@@ -249,6 +249,13 @@ def test_poincare_distance_is_a_symmetric_metric_matching_the_arcosh_form(c: flo
     torch.testing.assert_close(d0, 2 / math.sqrt(c) * torch.atanh(math.sqrt(c) * x.norm(dim=-1)))
 
 
+@pytest.mark.parametrize("c", [1.0, 0.5])
+def test_poincare_distance_from_inner_products_matches_the_mobius_form(c: float) -> None:
+    x, y = ball(7, 5, c), ball(7, 5, c)
+    from_gram = losses.poincare_distance_from_gram((x * y).sum(-1), x.pow(2).sum(-1), y.pow(2).sum(-1), c)
+    torch.testing.assert_close(from_gram, losses.poincare_distance(x, y, c), rtol=1e-4, atol=1e-5)
+
+
 def test_pairwise_poincare_distance_matches_the_elementwise_one() -> None:
     c, x, y = 0.8, ball(5, 3, 0.8), ball(4, 3, 0.8)
     pw = losses.pairwise_poincare_distance(x, y, c)

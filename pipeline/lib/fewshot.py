@@ -152,8 +152,12 @@ class LatHAdapter(nn.Module):
         m = self.s.attributes
         owner = torch.arange(t.shape[0]).repeat_interleave(m)
         hier = losses.hierarchy_regularizer(cls, attrs, owner, img, y, self.s.curvature)
-        own_attrs = attrs.reshape(t.shape[0], m, -1)[y]                              # [N, M, D]
-        to_attr = losses.poincare_distance(img[:, None, :].expand_as(own_attrs), own_attrs, self.s.curvature)
+        # distance of each image to its own class's M attributes, from one matrix product ([N, D] x [D, C·M])
+        # rather than [N, M, D] Möbius sums (the dominant cost of a step under autograd)
+        rows = torch.arange(len(y))
+        dots = (img @ attrs.T).view(len(y), t.shape[0], m)[rows, y]                    # [N, M]
+        attr2 = attrs.pow(2).sum(-1).view(t.shape[0], m)[y]
+        to_attr = losses.poincare_distance_from_gram(dots, img.pow(2).sum(-1, keepdim=True), attr2, self.s.curvature)
         return ce + self.s.hierarchy_weight * (hier + to_attr.min(1).values.mean())
 
     def fit(self, f: torch.Tensor, y: torch.Tensor, t: torch.Tensor, s: FewShotSettings) -> "LatHAdapter":

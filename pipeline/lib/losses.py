@@ -189,6 +189,17 @@ def pairwise_poincare_distance(x: torch.Tensor, y: torch.Tensor, c: float) -> to
     return _artanh_dist(diff / den.clamp_min(1e-15).sqrt(), c)
 
 
+def poincare_distance_from_gram(xy: torch.Tensor, x2: torch.Tensor, y2: torch.Tensor, c: float) -> torch.Tensor:
+    """d_c(x, y) from ⟨x,y⟩, ‖x‖², ‖y‖² alone (broadcasting), with ‖x−y‖² = ‖x‖² + ‖y‖² − 2⟨x,y⟩.
+
+    Lets a caller get many distances from one matrix product instead of [.., D]-sized Möbius sums;
+    the expansion loses precision for nearly equal points, so use `poincare_distance` where x ≈ y matters.
+    """
+    diff2 = (x2 + y2 - 2 * xy).clamp_min(0)
+    den = (1 - 2 * c * xy + c ** 2 * x2 * y2).clamp_min(1e-15)
+    return _artanh_dist((diff2 / den).clamp_min(1e-30).sqrt(), c)
+
+
 def hierarchy_regularizer(class_pts: torch.Tensor, attr_pts: torch.Tensor, attr_owner: torch.Tensor,
                           img_pts: torch.Tensor, img_class: torch.Tensor, c: float,
                           margin: float = 0.1) -> torch.Tensor:

@@ -32,7 +32,7 @@ def frozen_features(params: Params, split: str, model: torch.nn.Module, spec: di
                         params.features.batch_size, params.runtime.precision, params.runtime.num_workers,
                         f"fewshot {cfg.dataset}/{split}", frame["path"].to_list())
     names = dict(zip(frame["label"].to_list(), frame["class_name"].to_list()))
-    return torch.from_numpy(emb), torch.from_numpy(frame["label"].to_numpy()), names
+    return torch.from_numpy(emb), torch.tensor(frame["label"].to_list()), names
 
 
 def harmonic(a: float, b: float) -> float:
