@@ -8,7 +8,8 @@ import open_clip
 import pytest
 import torch
 
-from pipeline.lib.models import embed_images, image_mean_std, image_size_of, load_clip
+from pipeline.lib.models import embed_images, image_mean_std, image_size_of, load_clip, load_visual
+from tests.real_formats import make_tiny_open_clip
 
 
 def test_builtin_architecture_loads_a_local_checkpoint_file(tmp_path: Path) -> None:
@@ -35,3 +36,15 @@ def test_hub_weights_fail_fast_offline_with_what_to_do() -> None:
 def test_a_missing_checkpoint_file_names_it(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="ViT-S-32"):
         load_clip("ViT-S-32", str(tmp_path / "missing.pt"))
+
+
+def test_the_vision_tower_alone_loads_like_the_whole_model(tmp_path: Path) -> None:
+    folder = make_tiny_open_clip(tmp_path / "tiny")
+    whole = load_clip(f"local-dir:{folder}").visual.eval()
+    alone = load_visual(f"local-dir:{folder}").eval()
+    assert whole.state_dict().keys() == alone.state_dict().keys()
+    for name, value in whole.state_dict().items():
+        assert torch.equal(value, alone.state_dict()[name]), name
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(embed_images(whole, x), embed_images(alone, x))

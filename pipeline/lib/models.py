@@ -113,6 +113,34 @@ def load_clip(model: str, pretrained: str | None = None) -> nn.Module:
                            f"{type(err).__name__}: {err}.{hint}") from err
 
 
+def load_visual(model: str, pretrained: str | None = None) -> nn.Module:
+    """Only the vision tower of an open_clip model (what every stage after `features` needs).
+
+    A `local-dir:` model is built from its config without the text tower, and only the `visual.*`
+    weights are read: the embedded teacher's MiniLM (and `transformers`) then never loads, which
+    saves seconds in each of the stages that run per method. Other models load whole.
+    """
+    if not model.startswith("local-dir:"):
+        return load_clip(model, pretrained).visual
+    from open_clip.model import _build_vision_tower
+
+    folder = Path(model.removeprefix("local-dir:"))
+    cfg_file = folder / "open_clip_config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"no open_clip_config.json in model folder {folder}")
+    model_cfg = json.loads(cfg_file.read_text())["model_cfg"]
+    visual = _build_vision_tower(model_cfg["embed_dim"], model_cfg["vision_cfg"],
+                                 quick_gelu=model_cfg.get("quick_gelu", False))
+    weights_file = folder / "open_clip_model.safetensors"
+    if weights_file.is_file():
+        from safetensors.torch import load_file
+        state = load_file(str(weights_file))
+    else:
+        state = torch.load(folder / "open_clip_pytorch_model.bin", map_location="cpu", weights_only=True)
+    visual.load_state_dict({k.removeprefix("visual."): v for k, v in state.items() if k.startswith("visual.")})
+    return visual
+
+
 def tokenizer_for(model_name: str) -> Any:
     """open_clip tokenizer matching a model spec (resolving the embedded MiniLM name)."""
     import open_clip

@@ -15,7 +15,7 @@ from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import EvalSetCfg, Params
 from pipeline.lib.data import ImageSource, eval_loader, normalize
-from pipeline.lib.models import autocast, embed_images, load_clip
+from pipeline.lib.models import autocast, embed_images, load_clip, load_visual
 
 TEACHER_SPEC = "teacher.json"
 
@@ -114,6 +114,12 @@ def load_teacher(device: torch.device | str = "cpu") -> tuple[torch.nn.Module, d
     return model.to(device).eval(), spec
 
 
+def load_teacher_visual(device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The pretrained vision tower alone, eval mode, on `device` (stages that never touch text)."""
+    spec = read_teacher_spec()
+    return load_visual(spec["model"], spec.get("pretrained")).to(device).eval(), spec
+
+
 @torch.no_grad()
 def embed_sources(visual: torch.nn.Module, sources: Sequence[ImageSource], spec: dict[str, Any],
                   device: torch.device, batch_size: int, precision: str = "fp32", num_workers: int = 0,
@@ -127,13 +133,6 @@ def embed_sources(visual: torch.nn.Module, sources: Sequence[ImageSource], spec:
         with autocast(device, precision):
             out.append(embed_images(visual, x).float().cpu())
     return torch.cat(out).numpy()
-
-
-def teacher_logit_scale(params: Params, model: torch.nn.Module) -> float:
-    """The teacher's CLIP logit scale: the embedded teacher's fixed training value, else the model's."""
-    if params.teacher.source == "embedded":
-        return float(params.teacher.logit_scale)
-    return float(model.logit_scale.exp().item())
 
 
 def spec_metadata(spec: dict[str, Any], **extra: Any) -> dict[str, Any]:

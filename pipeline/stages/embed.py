@@ -13,7 +13,7 @@ from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import load_params
 from pipeline.lib.models import resolve_device, set_threads
-from pipeline.stages.common import embed_eval_splits, load_teacher, spec_metadata
+from pipeline.stages.common import embed_eval_splits, load_teacher_visual, spec_metadata
 from pipeline.stages.finetune import CHECKPOINT
 
 
@@ -21,14 +21,12 @@ def main(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     set_threads(params.runtime.threads)
     device = resolve_device(params.runtime.device)
-    model, spec = load_teacher("cpu")
-    visual = model.visual
+    visual, spec = load_teacher_visual("cpu")
     checkpoint = paths.run(args.method) / CHECKPOINT
     if not checkpoint.is_file():
         raise FileNotFoundError(f"missing {checkpoint}: run `python -m pipeline finetune {args.method}` first")
     visual.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-    visual.to(device).eval()
-    del model  # the text tower is not needed: text embeddings come from the `features` stage
+    visual.to(device).eval()  # text embeddings come from the `features` stage
     with pio.atomic_path(paths.embeddings(args.method), directory=True) as out:
         for dataset, split, frame, emb in embed_eval_splits(visual, params, spec, device, args.method):
             meta = spec_metadata(spec, dataset=dataset, split=split, method=args.method, checkpoint=str(checkpoint))

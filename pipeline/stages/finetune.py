@@ -31,8 +31,8 @@ from pipeline.lib.evaluation import knn_retrieval
 from pipeline.lib import distributed
 from pipeline.lib.models import autocast, set_threads
 from pipeline.lib.training import FineTuner, estimate_fisher, has_generic_steps, needs_text_prototypes, step_plan
-from pipeline.stages.common import (embed_sources, image_sources, leading_share, load_teacher, read_teacher_spec,
-                                    split_frame, teacher_logit_scale)
+from pipeline.stages.common import (embed_sources, image_sources, leading_share, load_teacher_visual,
+                                    read_teacher_spec, split_frame)
 
 CHECKPOINT = "visual.pt"
 RECORD = "train.json"
@@ -125,7 +125,7 @@ def train(params: Params, method: str, cfg: FinetuneCfg, ctx: distributed.Contex
     rank 0 validates, selects and writes checkpoints (the others wait in the next all-reduce).
     """
     device = ctx.device
-    teacher, spec = load_teacher("cpu")
+    teacher, spec = load_teacher_visual("cpu")
     target = {s: Split(params, params.roles.target, s) for s in ("train", "val")}
     generic = {"train": Split(params, params.roles.generic, "train"),
                "val": Split(params, params.roles.generic, "val", params.roles.generic_val_fraction)}
@@ -138,13 +138,13 @@ def train(params: Params, method: str, cfg: FinetuneCfg, ctx: distributed.Contex
     if needs_text_prototypes(cfg):
         prototypes, row_of_label = generic_prototypes(params)
         generic_rows = torch.tensor([row_of_label[int(lab)] for lab in generic["train"].labels])
-    scale = teacher_logit_scale(params, teacher)
+    scale = spec["logit_scale"]
     if cfg.lambda_ewc > 0:
-        fisher = estimate_generic_fisher(params, cfg, teacher.visual, spec, generic["train"], prototypes,
+        fisher = estimate_generic_fisher(params, cfg, teacher, spec, generic["train"], prototypes,
                                          row_of_label, scale, device)
-    tuner = FineTuner(copy.deepcopy(teacher.visual), len(classes), spec["embed_dim"], cfg, spec["mean"],
+    tuner = FineTuner(copy.deepcopy(teacher), len(classes), spec["embed_dim"], cfg, spec["mean"],
                       spec["std"], spec["image_size"], device, params.runtime.precision, cfg.seed,
-                      teacher_visual=copy.deepcopy(teacher.visual) if online else None,
+                      teacher_visual=copy.deepcopy(teacher) if online else None,
                       rank=ctx.rank, world=ctx.world, compile=params.runtime.compile,
                       prototypes=prototypes, logit_scale=scale, fisher=fisher)
     del teacher

@@ -66,6 +66,14 @@ def wise_ft_summary(curve: dict, baseline: dict, k: int) -> dict[str, dict[str, 
     return out
 
 
+def method_colours(methods: list[str]) -> dict[str, tuple]:
+    """One distinct colour per method (tab10 for a few, tab20 beyond: tab10 repeats after ten)."""
+    import matplotlib.pyplot as plt
+
+    cmap, n = (plt.cm.tab10, 10) if len(methods) <= 10 else (plt.cm.tab20, 20)
+    return {m: cmap(i % n) for i, m in enumerate(methods)}
+
+
 def plot_retention(summary: dict[str, dict[str, float]], wise: dict[str, dict[str, float]], base: str,
                    dest: Path) -> None:
     """Retention (OOD Δ, y) against adaptation (in-domain Δ, x): a point per method + WiSE-FT's curve."""
@@ -76,7 +84,7 @@ def plot_retention(summary: dict[str, dict[str, float]], wise: dict[str, dict[st
     panels = {"delta_ood_image_image": "Out-of-domain image-image Δ", "delta_ood_image_text": "Out-of-domain image-text Δ"}
     fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.6), dpi=120)
     methods = [m for m in summary if m != BASELINE]
-    colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    colours = method_colours(methods)
     for ax, (key, title) in zip(axes, panels.items()):
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.axvline(0, color="grey", linewidth=0.8)
@@ -156,18 +164,24 @@ def plot_deltas(summary: dict[str, dict[str, float]], dest: Path) -> None:
     import matplotlib.pyplot as plt
 
     methods = [m for m in summary if m != BASELINE]
+    colours = method_colours(methods)
     x = np.arange(len(GROUPS))
     width = 0.8 / max(1, len(methods))
-    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=120)
+    many = len(methods) > 4  # beyond a few bars per group the value labels collide: the table has them
+    fig, ax = plt.subplots(figsize=(10.5 if many else 7.5, 4.2), dpi=120)
     for i, method in enumerate(methods):
         values = [summary[method][g] for g in GROUPS]
-        bars = ax.bar(x + (i - (len(methods) - 1) / 2) * width, values, width, label=method)
-        ax.bar_label(bars, fmt="%+.1f", padding=2, fontsize=8)
+        bars = ax.bar(x + (i - (len(methods) - 1) / 2) * width, values, width, label=method, color=colours[method])
+        if not many:
+            ax.bar_label(bars, fmt="%+.1f", padding=2, fontsize=8)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(x, list(GROUPS.values()))
     ax.set_ylabel("Δ vs pretrained (points)")
     ax.set_title("Adaptation vs forgetting (cf. paper Fig. 1)")
-    ax.legend(frameon=False)
+    if many:
+        ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.legend(frameon=False)
     ax.margins(y=0.15)
     fig.tight_layout()
     with pio.atomic_path(dest) as tmp:

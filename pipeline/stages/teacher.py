@@ -150,7 +150,10 @@ def main(args: argparse.Namespace) -> None:
         size = image_size_of(model)
         with torch.no_grad():
             dim = embed_images(model.visual, torch.zeros(1, 3, size, size, device=device)).shape[1]
-        spec.update(image_size=size, mean=list(mean), std=list(std), embed_dim=int(dim))
+        # the CLIP logit scale (LwF, EWC and GIFT logits): the embedded teacher's fixed training value,
+        # else the model's own, recorded so later stages need not load the text side to know it
+        scale = cfg.logit_scale if cfg.source == "embedded" else float(model.logit_scale.exp().item())
+        spec.update(image_size=size, mean=list(mean), std=list(std), embed_dim=int(dim), logit_scale=float(scale))
         (tmp / TEACHER_SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True))
         report = {"source": cfg.source, "model": spec["model"], **info,
                   "zero_shot": zero_shot_report(params, model, tokenizer, spec, device)}

@@ -17,9 +17,10 @@ from pipeline import paths
 from pipeline.config import load_params
 from pipeline.lib.models import resolve_device, set_threads
 from pipeline.lib.training import interpolate_weights
-from pipeline.stages.common import embed_eval_splits, load_teacher
+from pipeline.stages.common import embed_eval_splits, load_teacher_visual
 from pipeline.stages.evaluate import all_metrics
 from pipeline.stages.finetune import CHECKPOINT
+
 
 def main(args: argparse.Namespace) -> None:
     params = load_params(args.params)
@@ -30,9 +31,7 @@ def main(args: argparse.Namespace) -> None:
     checkpoint = paths.run(base) / CHECKPOINT
     if not checkpoint.is_file():
         raise FileNotFoundError(f"missing {checkpoint}: run `python -m pipeline finetune {base}` first")
-    model, spec = load_teacher("cpu")
-    visual = model.visual
-    del model
+    visual, spec = load_teacher_visual("cpu")
     theta0 = {k: v.detach().clone() for k, v in visual.state_dict().items()}
     theta_ft = torch.load(checkpoint, map_location="cpu", weights_only=True)
     curve = []
