@@ -181,6 +181,24 @@ class QualitativeCfg:
     seed: int = 0
 
 
+FEWSHOT_METHODS = ("zero_shot", "linear_probe", "clip_adapter", "tip_adapter", "lathadapter")
+
+
+@dataclass
+class FewShotSettings:
+    """Hyper-parameters of the few-shot adapters (`fewshot.settings` overrides them; pipeline.lib.fewshot)."""
+    steps: int = 300
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    logit_scale: float = 20.0
+    attributes: int = 8           # LatHAdapter: shared attribute vectors
+    curvature: float = 1.0        # LatHAdapter: the ball has curvature −c
+    temperature: float = 0.1      # LatHAdapter: τ of −d/τ logits
+    hierarchy_weight: float = 0.1  # LatHAdapter: λ of the hierarchy terms
+    geometry: str = "hyperbolic"  # LatHAdapter: hyperbolic | cosine
+    seed: int = 0
+
+
 @dataclass
 class FewShotCfg:
     """The adapter family (encoders frozen): K-shot on base classes, tested on base and novel classes."""
@@ -190,9 +208,8 @@ class FewShotCfg:
     repeats: int = 3              # shot draws averaged per K
     base_fraction: float = 0.5    # share of the classes used as base classes (the rest are novel)
     seed: int = 0
-    methods: list[str] = field(default_factory=lambda: ["zero_shot", "linear_probe", "clip_adapter", "tip_adapter",
-                                                        "lathadapter"])
-    settings: dict[str, Any] = field(default_factory=dict)  # pipeline.lib.fewshot.FewShotSettings overrides
+    methods: list[str] = field(default_factory=lambda: list(FEWSHOT_METHODS))
+    settings: dict[str, Any] = field(default_factory=dict)  # FewShotSettings overrides
 
 
 @dataclass
@@ -339,15 +356,13 @@ def _validate_dataset(name: str, ds: DatasetCfg) -> None:
 
 
 def _validate_fewshot(params: Params) -> None:
-    from pipeline.lib.fewshot import METHODS, FewShotSettings
-
     fs = params.fewshot
     _require(fs.dataset in params.datasets, "fewshot.dataset", f"'{fs.dataset}' is not a key of datasets")
     _require(bool(fs.shots) and all(k >= 1 for k in fs.shots), "fewshot.shots", f"must be >= 1, got {fs.shots}")
     _positive(fs.repeats, "fewshot.repeats")
     _require(0 < fs.base_fraction <= 1, "fewshot.base_fraction", f"must be in (0, 1], got {fs.base_fraction}")
     for m in fs.methods:
-        _one_of(m, METHODS, "fewshot.methods")
+        _one_of(m, FEWSHOT_METHODS, "fewshot.methods")
     known = {f.name for f in dataclasses.fields(FewShotSettings)} - {"seed"}
     for key in fs.settings:
         _require(key in known, f"fewshot.settings.{key}", f"unknown key (valid: {sorted(known)})")

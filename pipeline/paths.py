@@ -33,6 +33,16 @@ def run(method: str) -> Path:
     return DATA / "runs" / method
 
 
+def checkpoint(method: str) -> Path:
+    """The selected vision-tower weights of one fine-tune (what `embed` and `wiseft` load)."""
+    return run(method) / "visual.pt"
+
+
+def train_record(method: str) -> Path:
+    """What one fine-tune did: its config, the selected step and criterion, timings."""
+    return run(method) / "train.json"
+
+
 def embeddings(method: str) -> Path:
     """Evaluation-set embeddings of one method's encoder."""
     return DATA / "embeddings" / method

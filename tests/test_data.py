@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.lib.data import (ImageDataset, ImageError, StepBatches, decode_image, eval_view, random_crop_flip,
-                               step_generator)
+from pipeline.lib.data import ImageDataset, StepBatches, random_crop_flip, step_generator
+from pipeline.lib.images import ImageError, decode_image, eval_view
 
 
 def png(mode: str, size=(40, 30)) -> bytes:

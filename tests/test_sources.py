@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from pipeline.config import ConfigError, DatasetCfg, DownloadCfg
-from pipeline.lib.data import ImageError
+from pipeline.lib.images import ImageError
 from pipeline.sources import datasets, download as dl, formats
 from tests import real_formats as rf
 

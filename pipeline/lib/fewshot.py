@@ -20,27 +20,12 @@ that go through text (zero-shot, CLIP-Adapter, LatHAdapter) also classify unseen
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.config import FewShotSettings
 from pipeline.lib import losses
-
-
-@dataclass
-class FewShotSettings:
-    steps: int = 300
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    logit_scale: float = 20.0
-    attributes: int = 8           # LatHAdapter: shared attribute vectors
-    curvature: float = 1.0        # LatHAdapter: the ball has curvature −c
-    temperature: float = 0.1      # LatHAdapter: τ of −d/τ logits
-    hierarchy_weight: float = 0.1  # LatHAdapter: λ of the hierarchy terms
-    geometry: str = "hyperbolic"  # LatHAdapter: hyperbolic | cosine
-    seed: int = 0
 
 
 def _train(module: nn.Module, loss_fn, s: FewShotSettings) -> None:
@@ -179,8 +164,6 @@ def make(name: str, dim: int, s: FewShotSettings):
     torch.manual_seed(s.seed)
     return factories[name]()
 
-
-METHODS = ("zero_shot", "linear_probe", "clip_adapter", "tip_adapter", "lathadapter")
 
 
 def sample_shots(labels: torch.Tensor, classes: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:

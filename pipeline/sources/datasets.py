@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from pipeline import paths
 from pipeline.config import ConfigError, DatasetCfg
-from pipeline.lib.data import ImageError
+from pipeline.lib.images import ImageError
 from pipeline.sources import download as dl
 from pipeline.sources.formats import DEFAULT_ANNOTATIONS, OBTAIN, READERS, Listing
 

@@ -1,21 +1,21 @@
-"""Helpers shared by the stages: reading prepared splits, loading the teacher, embedding a split."""
+"""Helpers shared by the stages that need no torch: prepared splits, evaluation sets, stored embeddings.
+
+Light stages (index, evaluate, neighbours, report) import only this, so they start in about a second;
+loading and running encoders lives in `pipeline.stages.encoders`.
+"""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import polars as pl
-import torch
-from tqdm import tqdm
 
 from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import EvalSetCfg, Params
-from pipeline.lib.data import ImageSource, eval_loader, normalize
-from pipeline.lib.models import autocast, embed_images, load_clip, load_visual
+from pipeline.lib.images import ImageSource
 
 TEACHER_SPEC = "teacher.json"
 
@@ -91,48 +91,9 @@ def select_rows(load: EmbeddingLoader, cfg: EvalSetCfg, split: str) -> tuple[np.
     return emb, table["label"].to_numpy(), table["id"].to_numpy()
 
 
-def embed_eval_splits(visual: torch.nn.Module, params: Params, spec: dict[str, Any], device: torch.device,
-                      label: str) -> Iterator[tuple[str, str, pl.DataFrame, np.ndarray]]:
-    """(dataset, split, rows, embeddings) of every split an evaluation reads, eval view."""
-    for dataset, split in needed_splits(params):
-        frame = split_frame(params, dataset, split, columns=["id", "label", "subset", "image", "path"])
-        emb = embed_sources(visual, image_sources(params, dataset, frame), spec, device, params.features.batch_size,
-                            params.runtime.precision, params.runtime.num_workers, f"{label} {dataset}/{split}",
-                            frame["path"].to_list())
-        yield dataset, split, frame, emb
-
-
 def read_teacher_spec() -> dict[str, Any]:
     """What the `teacher` stage decided: an open_clip model spec (+ preprocessing)."""
     return pio.read_json(paths.teacher() / TEACHER_SPEC)
-
-
-def load_teacher(device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The pretrained VLM (both towers), eval mode, on `device`."""
-    spec = read_teacher_spec()
-    model = load_clip(spec["model"], spec.get("pretrained"))
-    return model.to(device).eval(), spec
-
-
-def load_teacher_visual(device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The pretrained vision tower alone, eval mode, on `device` (stages that never touch text)."""
-    spec = read_teacher_spec()
-    return load_visual(spec["model"], spec.get("pretrained")).to(device).eval(), spec
-
-
-@torch.no_grad()
-def embed_sources(visual: torch.nn.Module, sources: Sequence[ImageSource], spec: dict[str, Any],
-                  device: torch.device, batch_size: int, precision: str = "fp32", num_workers: int = 0,
-                  desc: str = "embed", names: Sequence[str] | None = None) -> np.ndarray:
-    """Eval-view embeddings (float32 [N, D], L2-normalised) of a list of images."""
-    visual.eval()
-    loader = eval_loader(sources, spec["image_size"], batch_size, num_workers, names)
-    out = []
-    for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=len(loader) < 4):
-        x = normalize(batch.to(device), spec["mean"], spec["std"])
-        with autocast(device, precision):
-            out.append(embed_images(visual, x).float().cpu())
-    return torch.cat(out).numpy()
 
 
 def spec_metadata(spec: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -140,7 +101,3 @@ def spec_metadata(spec: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"model": spec["model"], "pretrained": spec.get("pretrained"),
             "preprocess": {"eval": "shorter side -> centre crop", "size": spec["image_size"],
                            "mean": spec["mean"], "std": spec["std"]}, **extra}
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True)

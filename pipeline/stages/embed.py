@@ -13,8 +13,8 @@ from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import load_params
 from pipeline.lib.models import resolve_device, set_threads
-from pipeline.stages.common import embed_eval_splits, load_teacher_visual, spec_metadata
-from pipeline.stages.finetune import CHECKPOINT
+from pipeline.stages.common import spec_metadata
+from pipeline.stages.encoders import embed_eval_splits, load_teacher_visual
 
 
 def main(args: argparse.Namespace) -> None:
@@ -22,7 +22,7 @@ def main(args: argparse.Namespace) -> None:
     set_threads(params.runtime.threads)
     device = resolve_device(params.runtime.device)
     visual, spec = load_teacher_visual("cpu")
-    checkpoint = paths.run(args.method) / CHECKPOINT
+    checkpoint = paths.checkpoint(args.method)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"missing {checkpoint}: run `python -m pipeline finetune {args.method}` first")
     visual.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))

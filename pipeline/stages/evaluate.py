@@ -20,7 +20,6 @@ from pipeline import paths
 from pipeline.config import Params, load_params
 from pipeline.lib.evaluation import image_text, knn_retrieval, merged_knn_retrieval, zero_shot
 from pipeline.stages.common import EmbeddingLoader, eval_sets, select_rows, stored_embeddings
-from pipeline.stages.finetune import RECORD
 
 IndexLoader = Callable[[str], faiss.Index]  # evaluation set name → its gallery's index
 
@@ -93,7 +92,7 @@ def all_metrics(params: Params, load: EmbeddingLoader, label: str, indices: Inde
 def main(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     faiss.omp_set_num_threads(max(1, params.runtime.threads))
-    record = pio.read_json(paths.run(args.method) / RECORD)
+    record = pio.read_json(paths.train_record(args.method))
     indices = lambda name: faiss.read_index(str(paths.index(args.method) / f"{name}.faiss"))  # noqa: E731
     result = {"method": args.method, **all_metrics(params, stored_embeddings(args.method), args.method, indices),
               "selection": {"select_on": record["config"]["select_on"], **record["selected"]},

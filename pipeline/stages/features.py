@@ -18,8 +18,8 @@ from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import load_params
 from pipeline.lib.models import embed_texts, resolve_device, set_threads, tokenizer_for
-from pipeline.stages.common import (embed_sources, image_sources, leading_share, load_teacher, spec_metadata,
-                                    split_frame)
+from pipeline.stages.common import image_sources, leading_share, spec_metadata, split_frame
+from pipeline.stages.encoders import embed_sources, load_teacher
 
 
 def main(args: argparse.Namespace) -> None:

@@ -20,7 +20,8 @@ from pipeline import paths
 from pipeline.config import Params, load_params
 from pipeline.lib import fewshot
 from pipeline.lib.models import embed_texts, resolve_device, set_threads, tokenizer_for
-from pipeline.stages.common import embed_sources, image_sources, load_teacher, split_frame
+from pipeline.stages.common import image_sources, split_frame
+from pipeline.stages.encoders import embed_sources, load_teacher
 
 
 def frozen_features(params: Params, split: str, model: torch.nn.Module, spec: dict,

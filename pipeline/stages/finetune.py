@@ -31,11 +31,9 @@ from pipeline.lib.evaluation import knn_retrieval
 from pipeline.lib import distributed
 from pipeline.lib.models import autocast, set_threads
 from pipeline.lib.training import FineTuner, estimate_fisher, has_generic_steps, needs_text_prototypes, step_plan
-from pipeline.stages.common import (embed_sources, image_sources, leading_share, load_teacher_visual,
-                                    read_teacher_spec, split_frame)
+from pipeline.stages.common import image_sources, leading_share, read_teacher_spec, split_frame
+from pipeline.stages.encoders import embed_sources, load_teacher_visual
 
-CHECKPOINT = "visual.pt"
-RECORD = "train.json"
 FISHER = "fisher.pt"
 TARGET_DOMAIN = ("target", "probe")  # steps that draw target-domain batches
 
@@ -283,10 +281,10 @@ def write_outputs(params: Params, method: str, cfg: FinetuneCfg, result: dict[st
     fisher = result.pop("fisher")
     record = {"method": method, "config": asdict(cfg), "selected": best, **result}
     with pio.atomic_path(paths.run(method), directory=True) as tmp:
-        torch.save(weights, tmp / CHECKPOINT)
+        torch.save(weights, tmp / paths.checkpoint(method).name)
         if fisher is not None:  # EWC's Fisher: kept with the run it weighted
             torch.save([f.cpu() for f in fisher], tmp / FISHER)
-        (tmp / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True, default=float) + "\n")
+        (tmp / paths.train_record(method).name).write_text(json.dumps(record, indent=2, sort_keys=True, default=float) + "\n")
     write_curves(method, result["history"])
     shutil.rmtree(paths.resume(method), ignore_errors=True)  # finished: nothing left to resume
     print(f"[finetune {method}] selected step {best['step']} ({cfg.select_on}): val target mAP@{params.eval.k} "

@@ -14,7 +14,7 @@ import numpy as np
 from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import EvalSetCfg, Params, load_params
-from pipeline.lib.data import decode_image
+from pipeline.lib.images import decode_image
 from pipeline.lib.retrieval import knn
 from pipeline.stages.common import eval_sets, image_sources, select_rows, split_frame, stored_embeddings
 

@@ -28,7 +28,8 @@ from pipeline.lib.data import ImageDataset, StepBatches, iterate_batches, normal
 from pipeline.lib.evaluation import zero_shot
 from pipeline.lib.models import (EMBEDDED_MEAN, EMBEDDED_STD, create_embedded_clip, embed_images, embed_texts, embedded_model_cfg, image_mean_std,
                                  image_size_of, resolve_device, set_threads, tokenizer_for, vision_params)
-from pipeline.stages.common import TEACHER_SPEC, embed_sources, image_sources, split_frame
+from pipeline.stages.common import TEACHER_SPEC, image_sources, split_frame
+from pipeline.stages.encoders import embed_sources
 
 TEACHER_METRICS = paths.REPORTS / "teacher.json"
 

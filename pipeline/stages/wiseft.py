@@ -17,9 +17,8 @@ from pipeline import paths
 from pipeline.config import load_params
 from pipeline.lib.models import resolve_device, set_threads
 from pipeline.lib.training import interpolate_weights
-from pipeline.stages.common import embed_eval_splits, load_teacher_visual
+from pipeline.stages.encoders import embed_eval_splits, load_teacher_visual
 from pipeline.stages.evaluate import all_metrics
-from pipeline.stages.finetune import CHECKPOINT
 
 
 def main(args: argparse.Namespace) -> None:
@@ -28,7 +27,7 @@ def main(args: argparse.Namespace) -> None:
     faiss.omp_set_num_threads(max(1, params.runtime.threads))
     device = resolve_device(params.runtime.device)
     base = params.wise_ft.base
-    checkpoint = paths.run(base) / CHECKPOINT
+    checkpoint = paths.checkpoint(base)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"missing {checkpoint}: run `python -m pipeline finetune {base}` first")
     visual, spec = load_teacher_visual("cpu")

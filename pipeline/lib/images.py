@@ -1,0 +1,42 @@
+"""Images as PIL sees them: decoding any mode to RGB, and the reference's deterministic views (METHOD §6).
+
+No torch here, so light stages (the neighbours grid, dataset checks) can use it without loading it.
+"""
+from __future__ import annotations
+
+import io
+
+from PIL import Image, UnidentifiedImageError
+
+ImageSource = bytes | str  # encoded image bytes (packed datasets) or a file path (datasets in place)
+
+
+class ImageError(ValueError):
+    """An image that cannot be decoded; the message names it."""
+
+
+def decode_image(source: ImageSource, name: str = "") -> Image.Image:
+    """Decode to RGB. Grey, palette, RGBA and CMYK images are converted; undecodable ones raise."""
+    label = name or (source if isinstance(source, str) else "<bytes>")
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            img.load()
+            return img.convert("RGB") if img.mode != "RGB" else img.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"cannot decode image {label}: {err}") from None
+
+
+def eval_view(img: Image.Image, size: int) -> Image.Image:
+    """Reference eval transform: shorter side → `size` (bilinear), then centre crop size×size."""
+    w, h = img.size
+    scale = size / min(w, h)
+    if (w, h) != (size, size):
+        img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def train_base_view(img: Image.Image, resize: int) -> Image.Image:
+    """Deterministic half of the train transform: resize to resize×resize, aspect not kept."""
+    return img if img.size == (resize, resize) else img.resize((resize, resize), Image.BILINEAR)
