@@ -27,7 +27,7 @@ def committed_project(dest: Path, overrides: list[str]) -> Path:
 def test_offline_the_paper_preset_stops_at_the_first_dataset_with_what_to_do(tmp_path: Path) -> None:
     project = committed_project(tmp_path / "offline", [])
     # the documented command: DVC composes the preset (Hydra) and runs; here nothing can be fetched
-    out = run([str(BIN / "dvc"), "exp", "run", "-S", PRESET, "-S", "datasets.sop.download_retries=0"], project,
+    out = run([str(BIN / "dvc"), "exp", "run", "-S", PRESET, "-S", "+datasets.sop.download_retries=0"], project,
               check=False)
     log = out.stdout + out.stderr
     assert out.returncode != 0
@@ -38,9 +38,10 @@ def test_offline_the_paper_preset_stops_at_the_first_dataset_with_what_to_do(tmp
 
 
 def test_the_paper_preset_runs_end_to_end_on_tiny_real_formats(tmp_path: Path) -> None:
-    roots = rf.make_all(tmp_path / "datasets")
+    rf.make_all(tmp_path / "datasets")  # each under datasets/<name>/, in its release's own folder names
     model = rf.make_tiny_open_clip(tmp_path / "tiny_clip")
-    overrides = [f"datasets.{name}.root={path}" for name, path in roots.items()] + [
+    names = ("sop", "imagenet", "cars", "inshop", "inat", "food2k", "flickr30k", "coco")
+    overrides = [f"datasets.{name}.root={tmp_path / 'datasets' / name}" for name in names] + [
         f"teacher.model=local-dir:{model}", "teacher.pretrained=null",
         "runtime.threads=2", "runtime.num_workers=0", "features.batch_size=32", "roles.generic_val_fraction=0.5",
         "finetune.steps=4", "finetune.batch_size=8", "finetune.train_resize=36", "finetune.eval_every=2",
