@@ -43,6 +43,7 @@ class DownloadCfg:
 
 
 EMBEDDED_SOURCES = ("embedded_glyphs", "embedded_web")
+VERIFY_MODES = ("open", "exists", "none")  # datasets.<name>.verify_images: how hard `prepare` checks images
 REAL_SOURCES = ("sop", "cars196", "inshop", "inat2018", "food2k", "imagenet", "flickr30k", "coco", "folder", "csv")
 
 
@@ -346,7 +347,7 @@ def _validate_dataset(name: str, ds: DatasetCfg) -> None:
                  f"source '{ds.source}' needs `root` (a local folder) or `downloads` (files to fetch)")
         _require(ds.source != "csv" or ds.annotations is not None, f"{key}.annotations",
                  "the csv source needs the CSV file (path,label[,split,class_name,caption])")
-    _one_of(ds.verify_images, ("open", "exists", "none"), f"{key}.verify_images")
+    _one_of(ds.verify_images, VERIFY_MODES, f"{key}.verify_images")
     _positive(ds.download_retries, f"{key}.download_retries", allow_zero=True)
     for i, d in enumerate(ds.downloads):
         _require(d.url.startswith(("http://", "https://", "ftp://", "file://")), f"{key}.downloads.{i}.url",

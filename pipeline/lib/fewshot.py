@@ -165,7 +165,6 @@ def make(name: str, dim: int, s: FewShotSettings):
     return factories[name]()
 
 
-
 def sample_shots(labels: torch.Tensor, classes: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """Indices of k random examples of each class (fewer if a class has fewer)."""
     picks = []

@@ -29,8 +29,6 @@ from pipeline.lib.images import ImageError
 from pipeline.sources import download as dl
 from pipeline.sources.formats import DEFAULT_ANNOTATIONS, OBTAIN, READERS, Listing
 
-VERIFY_MODES = ("open", "exists", "none")
-
 
 # ------------------------------------------------------------------------------ where the files are
 def download_url(url: str, mirror: str | None) -> str:

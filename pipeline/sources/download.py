@@ -56,6 +56,17 @@ def sha256_of(path: Path, chunk: int = CHUNK) -> str:
     return digest.hexdigest()
 
 
+def digest_record(path: Path) -> Path:
+    """Where `download` records a file's SHA-256 (`<file>.sha256`, sha256sum's format)."""
+    return path.with_name(path.name + ".sha256")
+
+
+def recorded_sha256(path: Path) -> str | None:
+    """The SHA-256 recorded for `path` by an earlier `download`, if any."""
+    record = digest_record(path)
+    return record.read_text().split()[0] if record.is_file() else None
+
+
 def _retryable(err: Exception) -> bool:
     """Network trouble and server-side errors are worth another try; 4xx answers are not."""
     if isinstance(err, urllib.error.HTTPError):
@@ -102,10 +113,9 @@ def download(url: str, dest: Path, sha256: str | None = None, size: int | None =
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    record = dest.with_name(dest.name + ".sha256")
     part = dest.with_name(dest.name + ".part")
     if dest.is_file():
-        known = sha256 or (record.read_text().split()[0] if record.is_file() else None)
+        known = sha256 or recorded_sha256(dest)
         if known and sha256_of(dest) == known.lower():
             return Fetched(dest, known.lower(), dest.stat().st_size, pinned=sha256 is not None)
         dest.unlink()  # unverifiable or different: fetch again
@@ -137,7 +147,7 @@ def download(url: str, dest: Path, sha256: str | None = None, size: int | None =
         raise ChecksumError(f"{url}: SHA-256 mismatch for {dest.name}: expected {sha256.lower()}, got {got_sha}; "
                             "the download was removed (a wrong mirror, a changed file or a corrupted transfer)")
     os.replace(part, dest)
-    record.write_text(f"{got_sha}  {dest.name}\n")
+    digest_record(dest).write_text(f"{got_sha}  {dest.name}\n")
     if sha256 is None:
         print(f"[download] {dest.name}: no SHA-256 was given; got {got_sha} ({got_size} bytes). "
               "Pin it in params.yaml (sha256: ...) so later downloads are checked.")
@@ -155,8 +165,7 @@ def extract(archive: Path, dest: Path, progress: bool = True) -> Path:
     outside `dest` (absolute paths, `..`, links out of the tree) are refused.
     """
     archive, dest = Path(archive), Path(dest)
-    digest = (archive.with_name(archive.name + ".sha256").read_text().split()[0]
-              if archive.with_name(archive.name + ".sha256").is_file() else sha256_of(archive))
+    digest = recorded_sha256(archive) or sha256_of(archive)
     marker = dest / ".extracted"
     if marker.is_file() and marker.read_text().strip() == digest:
         return dest

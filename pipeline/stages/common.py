@@ -42,7 +42,7 @@ def leading_share(frame: pl.DataFrame, fraction: float) -> pl.DataFrame:
     return frame if fraction >= 1 else frame.head(max(1, math.ceil(fraction * frame.height)))
 
 
-def image_sources(params: Params, dataset: str, frame: pl.DataFrame) -> list[ImageSource]:
+def image_sources(dataset: str, frame: pl.DataFrame) -> list[ImageSource]:
     """Packed bytes when the manifest has them, else files under the folder `prepare` found them in."""
     if "image" in frame.columns and frame["image"].null_count() == 0:
         return list(frame["image"].to_list())

@@ -49,7 +49,7 @@ def embed_eval_splits(visual: torch.nn.Module, params: Params, spec: dict[str, A
     """(dataset, split, rows, embeddings) of every split an evaluation reads, eval view."""
     for dataset, split in needed_splits(params):
         frame = split_frame(params, dataset, split, columns=["id", "label", "subset", "image", "path"])
-        emb = embed_sources(visual, image_sources(params, dataset, frame), spec, device, params.features.batch_size,
+        emb = embed_sources(visual, image_sources(dataset, frame), spec, device, params.features.batch_size,
                             params.runtime.precision, params.runtime.num_workers, f"{label} {dataset}/{split}",
                             frame["path"].to_list())
         yield dataset, split, frame, emb

@@ -35,7 +35,7 @@ def main(args: argparse.Namespace) -> None:
             frame = split_frame(params, generic, split, columns=["id", "label", "subset", "image", "path"])
             if split == "val":  # only what checkpoint selection uses
                 frame = leading_share(frame, params.roles.generic_val_fraction)
-            emb = embed_sources(model.visual, image_sources(params, generic, frame), spec, device, batch,
+            emb = embed_sources(model.visual, image_sources(generic, frame), spec, device, batch,
                                 params.runtime.precision, params.runtime.num_workers, f"teacher {generic}/{split}",
                                 frame["path"].to_list())
             pio.write_embeddings(out / paths.split_file(generic, split), frame["id"].to_numpy(),

@@ -29,7 +29,7 @@ def frozen_features(params: Params, split: str, model: torch.nn.Module, spec: di
     """Teacher image features, labels and class names of one split of the few-shot set."""
     cfg = params.fewshot
     frame = split_frame(params, cfg.dataset, split, cfg.subset, ["label", "class_name", "image", "path"])
-    emb = embed_sources(model.visual, image_sources(params, cfg.dataset, frame), spec, device,
+    emb = embed_sources(model.visual, image_sources(cfg.dataset, frame), spec, device,
                         params.features.batch_size, params.runtime.precision, params.runtime.num_workers,
                         f"fewshot {cfg.dataset}/{split}", frame["path"].to_list())
     names = dict(zip(frame["label"].to_list(), frame["class_name"].to_list()))

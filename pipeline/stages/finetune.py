@@ -47,7 +47,7 @@ class Split:
         self.ids = frame["id"].to_numpy()
         self.labels = frame["label"].to_numpy()
         self.names = frame["path"].to_list()
-        self.sources = image_sources(params, dataset, frame)
+        self.sources = image_sources(dataset, frame)
 
 
 def run_key(params: Params, method: str, cfg: FinetuneCfg) -> str:

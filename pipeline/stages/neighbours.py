@@ -41,7 +41,7 @@ def main(args: argparse.Namespace) -> None:
     rows = []  # (set name, query image, [(method, [(image, hit)])])
     for name, (_, cfg) in sets.items():
         frame = split_frame(params, cfg.dataset, cfg.split, cfg.subset, ["id", "image", "path"])
-        sources, names = image_sources(params, cfg.dataset, frame), frame["path"].to_list()
+        sources, names = image_sources(cfg.dataset, frame), frame["path"].to_list()
         row_of_id = {int(i): r for r, i in enumerate(frame["id"].to_list())}
         picked = None
         per_method = {}

@@ -63,7 +63,7 @@ def train_embedded(params: Params, device: torch.device) -> tuple[torch.nn.Modul
     text_emb = torch.from_numpy(embed_texts(model, tokenizer, captions, device=device)).to(device)
 
     resize = round(arch.image_size * 8 / 7)  # the reference's 256→224 ratio
-    dataset = ImageDataset(image_sources(params, params.roles.generic, frame), resize, "train")
+    dataset = ImageDataset(image_sources(params.roles.generic, frame), resize, "train")
     sampler = StepBatches(len(dataset), cfg.batch_size, params.seed)
     visual = model.visual.train()
     optimizer = torch.optim.AdamW(vision_params(visual), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -117,7 +117,7 @@ def zero_shot_report(params: Params, model: torch.nn.Module, tokenizer, spec: di
         frame = split_frame(params, es.dataset, "val", es.subset, ["image", "path", "label", "class_name"])
         if params.teacher.zero_shot_max_images:
             frame = frame.head(params.teacher.zero_shot_max_images)
-        emb = embed_sources(model.visual, image_sources(params, es.dataset, frame), spec, device, 256,
+        emb = embed_sources(model.visual, image_sources(es.dataset, frame), spec, device, 256,
                             desc=f"zero-shot {name}")
         classes = frame.select("label", "class_name").unique().sort("label")
         remap = {lab: i for i, lab in enumerate(classes["label"].to_list())}
