@@ -253,3 +253,98 @@ def test_class_prompts() -> None:
     assert world.class_prompts(["orange circle", "bear"]) == ["a photo of an orange circle", "a photo of a bear"]
     assert world.class_prompts(["x"], template="{} letter") == ["x letter"]
     assert world.class_prompts(["elephant"], template="a drawing of a {}.") == ["a drawing of an elephant."]
+
+
+# ------------------------------------------------------------------------------------- flags
+@pytest.fixture(scope="module")
+def flags() -> world.ImageSet:
+    return world.render_flags(world.flag_classes(40, seed=3), per_class=4, seed=5)
+
+
+def test_flag_classes_are_every_layout_with_distinct_ordered_colours() -> None:
+    pool = world.all_flag_classes()
+    assert len(pool) == len({c.name for c in pool}) == 3 * 9 * 8 * 7 + 9 * 9 * 8   # 3 three-colour layouts
+    assert all(len(set(c.colors)) == len(c.colors) == world.FLAG_LAYOUTS[c.layout][0] for c in pool)
+    drawn = world.flag_classes(300, seed=0)
+    assert len({c.name for c in drawn}) == 300 and drawn == world.flag_classes(300, seed=0)
+    assert drawn != world.flag_classes(300, seed=1)
+    with pytest.raises(ValueError, match="n_classes"):
+        world.flag_classes(len(pool) + 1, seed=0)
+
+
+def test_render_flags_deterministic_and_shaped(flags) -> None:
+    check_image_set(flags, 160, 32)
+    again = world.render_flags(world.flag_classes(40, seed=3), per_class=4, seed=5)
+    assert flags.images.tobytes() == again.images.tobytes() and flags.captions == again.captions
+    assert flags.labels.tolist() == [i for i in range(40) for _ in range(4)]
+    assert all(caps[0] == f"a {flags.class_names[y]}" for caps, y in zip(flags.captions, flags.labels))
+
+
+def test_flag_images_show_their_colours_in_their_layout() -> None:
+    """Each named colour covers a visible share of the image, and the layout puts it where it says."""
+    cls = [world.FlagClass("horizontal triband", ("red", "white", "blue")),
+           world.FlagClass("vertical bicolour", ("yellow", "green"))]
+    s = world.render_flags(cls, per_class=6, seed=0)
+    palette = {n: np.array(c, np.float32) for n, c in world.FLAG_COLORS.items()}
+    for img, label in zip(s.images.astype(np.float32), s.labels):
+        names = cls[label].colors
+        border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+        refs = np.stack([palette[n] for n in names] + [np.median(border, axis=0)])   # the flag's colours + ground
+        nearest = np.linalg.norm(img[:, :, None] - refs, axis=-1).argmin(-1)
+        masks = {n: nearest == i for i, n in enumerate(names)}
+        assert all(m.mean() > 0.04 for m in masks.values()), names
+        ys, xs = np.mgrid[0:32, 0:32]
+        centre = {n: (ys[m].mean(), xs[m].mean()) for n, m in masks.items()}
+        if cls[label].layout == "horizontal triband":   # red above white above blue (rotation ≤ 10°)
+            assert centre["red"][0] < centre["white"][0] < centre["blue"][0]
+        else:                                            # yellow left of green
+            assert centre["yellow"][1] < centre["green"][1]
+
+
+# ------------------------------------------------------------------------------------- patterns, symbols
+def test_patterns_labels_captions_and_vocabulary() -> None:
+    s = world.render_patterns(128, seed=2)
+    check_image_set(s, 128, 32)
+    assert s.images.tobytes() == world.render_patterns(128, seed=2).images.tobytes()
+    attrs = world.pattern_attributes(128, seed=2)
+    for caps, label, a in zip(s.captions, s.labels, attrs):
+        assert s.class_names[label] == f"pattern of {a['color']} {a['pattern']}"
+        assert len(caps) == 5 and len(set(caps)) == 5 and caps[0] == f"a pattern of {a['color']} {a['pattern']}"
+        assert all(a["color"] in c and a["pattern"] in c for c in caps)
+        words = set(" ".join(caps).replace(",", " ").split())
+        assert not words & set(world.SHAPES), caps   # no shapes-world class word
+    assert len(set(s.labels.tolist())) > 40
+
+
+def test_symbol_classes_are_named_symbols_outside_the_excluded_blocks() -> None:
+    import unicodedata
+
+    symbols = world.glyph_classes(kind="symbols")
+    assert len(symbols) >= 300
+    for c in symbols:
+        assert unicodedata.category(c.char) in ("So", "Sm", "Sc")
+        assert not (0x2500 <= ord(c.char) <= 0x259F or 0x2800 <= ord(c.char) <= 0x28FF)
+    picked = world.glyph_partition("symbols", 0, 20)
+    assert len(picked) == 20 and not {c.char for c in picked} & {c.char for c in world.glyph_partition("symbols", 20, 20)}
+    s = world.render_glyphs(picked, per_class=2, seed=0, noun="symbol")
+    assert s.captions[0][0] == f"the symbol {picked[0].name}"
+
+
+# ------------------------------------------------------------------------------------- web subsets
+def test_web_subsets_validate_their_options() -> None:
+    assert world.check_web_subset("shapes", {"train": 10, "test": 5}) is None
+    assert "unknown subset" in world.check_web_subset("cars", {})
+    assert "unknown option" in world.check_web_subset("shapes", {"train": 10, "tets": 5})
+    assert "sum to at most 1" in world.check_web_subset("animals", {"train": 0.8, "test": 0.4})
+    assert "integers" in world.check_web_subset("patterns", {"train": 0.5})
+    assert "n_classes" in world.check_web_subset("symbols", {"per_class": 4, "train": 1.0})
+
+
+def test_web_subset_splits_follow_the_options() -> None:
+    built = world.build_web_subset("symbols", {"n_classes": 6, "per_class": 10, "train": 0.5, "test": 0.3}, seed=0)
+    counts = {s: built.splits.count(s) for s in set(built.splits)}
+    assert counts == {"train": 30, "test": 18}                  # the other 20 % are left out
+    for c in range(6):                                          # per class
+        assert sum(1 for s, y in zip(built.splits, built.images.labels) if y == c and s == "train") == 5
+    shapes = world.build_web_subset("shapes", {"train": 7, "val": 3}, seed=0)
+    assert shapes.splits == ["train"] * 7 + ["val"] * 3

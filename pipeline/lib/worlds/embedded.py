@@ -1,10 +1,11 @@
 """The embedded offline world: image sets rendered from, or read out of, files that ship with pip packages.
 
-- glyphs (fine-grained target): Unicode letters drawn from matplotlib's bundled DejaVu and STIX
-  fonts. Hundreds of classes whose differences are small (accents, hooks, strokes, case), and whose
-  identity must survive font style, colour, size, rotation and position; open-set by construction.
-- shapes ("web" data): one coloured shape per scene with several captions that are true of the image.
-- animals: the Animal-MNIST silhouettes (PyPI `animal-mnist`, MIT): real drawings of 10 animals.
+- flags (the default fine-grained target): layouts filled with ordered colours, photographed at
+  random size, proportions, angle, lighting; classes differ in one colour, their order or the layout.
+- glyphs (a harder target): Unicode letters drawn from matplotlib's bundled DejaVu and STIX fonts.
+- the "web" the teacher pretrains on, as subsets: shapes (one coloured shape per scene, captions
+  true of the image), Animal-MNIST silhouettes (PyPI `animal-mnist`, MIT), Unicode symbols from the
+  same fonts, and textile-like patterns with captions.
 
 Everything is a pure function of its arguments and seed. The only files read are the fonts and the
 animal_mnist data inside installed packages; nothing is written.
@@ -19,7 +20,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -67,6 +68,7 @@ GLYPH_FONTS: dict[str, str] = {
 _SIG_EM = 24         # px em of the canonical renders used to find empty glyphs and look-alikes
 _SIG_CANVAS = 40
 _LOOKALIKE_DIST = 0.03   # normalised squared distance under which two renders count as the same picture
+_PARTITION_SEED = 20250826  # the one shuffle every glyph dataset cuts its classes from
 
 
 @dataclass
@@ -105,22 +107,36 @@ def _canonical_render(ch: str, font: ImageFont.FreeTypeFont) -> np.ndarray:
     return np.asarray(img, np.float32) / 255.0
 
 
+# Glyph kinds: which Unicode categories (and blocks) make a class.
+#   letters: letters (L*), minus modifier letters (Lm: spacing diacritics and superscripts, mostly marks
+#            rather than letters);
+#   symbols: other / math / currency symbols (So, Sm, Sc), minus Braille patterns, box drawing and block
+#            elements (dot and line fragments whose names say little; Braille alone has 256).
+# Both drop compatibility characters (NFKC changes them: font variants such as 𝑎, superscripts,
+# ligatures, KELVIN SIGN = K): another character drawn differently is not a class of its own.
+GLYPH_KINDS: dict[str, tuple[str, ...]] = {"letters": ("Lu", "Ll", "Lt", "Lo"), "symbols": ("So", "Sm", "Sc")}
+_EXCLUDED_BLOCKS = ((0x2500, 0x259F), (0x2800, 0x28FF))  # box drawing + block elements, Braille
+
+
+def _is_class_char(ch: str, kind: str) -> bool:
+    cp = ord(ch)
+    return (unicodedata.category(ch) in GLYPH_KINDS[kind] and unicodedata.normalize("NFKC", ch) == ch
+            and not any(lo <= cp <= hi for lo, hi in _EXCLUDED_BLOCKS))
+
+
 @lru_cache(maxsize=None)
-def _glyph_table(min_fonts: int) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """(char, fonts) of the kept letters; cached because the look-alike search takes ~2 s."""
+def _glyph_table(min_fonts: int, kind: str = "letters") -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """(char, fonts) of the kept characters; cached because the look-alike search takes ~2 s."""
     from fontTools.ttLib import TTFont  # a matplotlib dependency; imported here to keep import light
 
+    if kind not in GLYPH_KINDS:
+        raise ValueError(f"unknown glyph kind {kind!r} (known: {sorted(GLYPH_KINDS)})")
     paths = _font_paths()
     cmaps = {p: set(TTFont(p, lazy=True).getBestCmap()) for p in paths}
     candidates: list[tuple[str, list[str]]] = []
     for cp in sorted(set().union(*cmaps.values())):
         ch = chr(cp)
-        # Letters only, minus modifier letters (Lm: spacing diacritics and superscripts, mostly
-        # marks rather than letters) and minus compatibility characters (NFKC changes them:
-        # font variants such as 𝑎, superscripts, ligatures, KELVIN SIGN = K): those are another
-        # letter drawn differently, so under style invariance they are not classes of their own.
-        cat = unicodedata.category(ch)
-        if not cat.startswith("L") or cat == "Lm" or unicodedata.normalize("NFKC", ch) != ch:
+        if not _is_class_char(ch, kind):
             continue
         fonts = [p for p in paths if cp in cmaps[p]]
         if len(fonts) >= min_fonts:
@@ -166,10 +182,24 @@ def _glyph_table(min_fonts: int) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple((candidates[i][0], tuple(candidates[i][1])) for i in kept)
 
 
-def glyph_classes(min_fonts: int = 6) -> list[GlyphClass]:
-    """Letters that ≥ `min_fonts` of the bundled font styles really contain (cmap, not PIL's fallback
-    box) and draw with ink, without look-alike duplicates, sorted by code point."""
-    return [GlyphClass(ch, unicodedata.name(ch).lower(), list(fonts)) for ch, fonts in _glyph_table(min_fonts)]
+def glyph_classes(min_fonts: int = 6, kind: str = "letters") -> list[GlyphClass]:
+    """Characters of `kind` (letters | symbols) that ≥ `min_fonts` of the bundled font styles really
+    contain (cmap, not PIL's fallback box) and draw with ink, without look-alike duplicates, sorted by
+    code point."""
+    return [GlyphClass(ch, unicodedata.name(ch).lower(), list(fonts)) for ch, fonts in _glyph_table(min_fonts, kind)]
+
+
+def glyph_partition(kind: str, start: int, count: int, min_fonts: int = 6) -> list[GlyphClass]:
+    """Classes [start, start + count) of one fixed shuffle of all `kind` classes, sorted by code point.
+
+    Datasets cut from the same shuffle at non-overlapping ranges have disjoint classes by construction.
+    """
+    pool = glyph_classes(min_fonts, kind)
+    if start < 0 or count < 1 or start + count > len(pool):
+        raise ValueError(f"glyph classes [{start}, {start + count}) requested, but only {len(pool)} {kind} "
+                         "classes exist in the bundled fonts")
+    order = np.random.default_rng(_PARTITION_SEED).permutation(len(pool))
+    return [pool[i] for i in sorted(order[start:start + count])]
 
 
 def _base_glyph(ch: str, font_path: str, em: int) -> tuple[Image.Image, float, float, tuple[float, ...]]:
@@ -192,17 +222,27 @@ _SUPERSAMPLE = 4     # draw at 4× and box-filter down: anti-aliased edges at 32
 _BASE_EM = 112       # px em of the glyph masks drawn once per (class, font), then scaled / rotated per image
 
 
+@dataclass(frozen=True)
+class GlyphVariation:
+    """How much one class's images vary besides colour: type styles (font file stems; None = every
+    style that has the character), the em size range as a share of the image, the largest rotation."""
+    styles: tuple[str, ...] | None = None
+    size: tuple[float, float] = (0.55, 0.80)
+    max_rotation: float = 12.0
+
+
 def _glyph_mask(glyph: tuple[Image.Image, float, float, tuple[float, ...]], size: int,
-                rng: np.random.Generator) -> np.ndarray:
+                rng: np.random.Generator, variation: GlyphVariation = GlyphVariation()) -> np.ndarray:
     """Anti-aliased ink coverage [size, size] in [0, 1] of one randomly placed `_base_glyph`.
 
-    Font size is 55–80 % of the image, the glyph sits on a fixed baseline (so case and
-    superscript-like positions remain a cue) shifted by ≤ 10 % and rotated by ≤ 12°.
+    The font size is a random share of the image (`variation.size`), the glyph sits on a fixed
+    baseline (so case and superscript-like positions remain a cue), shifted by ≤ 10 % and rotated
+    by ≤ `variation.max_rotation` degrees.
     """
     base, cx, baseline, ink = glyph
     big = size * _SUPERSAMPLE
-    scale = rng.uniform(0.55, 0.80) * big / _BASE_EM          # output px per base px
-    theta = np.deg2rad(rng.uniform(-12.0, 12.0))
+    scale = rng.uniform(*variation.size) * big / _BASE_EM          # output px per base px
+    theta = np.deg2rad(rng.uniform(-variation.max_rotation, variation.max_rotation))
     # Anchor: horizontal ink centre, and the middle between cap height (0.73 em) and descender
     # (0.24 em below the baseline), so letters of every case land near the middle of the image.
     anchor = np.array([cx, baseline - 0.245 * _BASE_EM])
@@ -233,28 +273,31 @@ def _colourise(masks: np.ndarray, fg: np.ndarray, bg: np.ndarray, noise: np.ndar
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def render_glyphs(classes: Sequence[GlyphClass], per_class: int, seed: int, size: int = 32) -> ImageSet:
-    """`per_class` images of each class (label = position in `classes`): random style, size, shift,
-    rotation, a random dark stroke colour on a random light background, light noise."""
+def render_glyphs(classes: Sequence[GlyphClass], per_class: int, seed: int, size: int = 32,
+                  noun: str = "letter", variation: GlyphVariation = GlyphVariation()) -> ImageSet:
+    """`per_class` images of each class (label = position in `classes`): random type style, size,
+    shift and rotation within `variation`, a random dark stroke colour on a random light background,
+    light noise. Captions name the character as a `noun` ('letter', 'symbol') and its type style."""
     rng = np.random.default_rng(seed)
     n = len(classes) * per_class
     masks = np.zeros((n, size, size), np.float32)
     labels = np.repeat(np.arange(len(classes), dtype=np.int64), per_class)
     captions: list[list[str]] = []
     for c, cls in enumerate(classes):
-        if not cls.fonts:
-            raise ValueError(f"glyph class {cls.name!r} has no fonts")
-        offset = int(rng.integers(len(cls.fonts)))            # cycle through the styles from a random one
+        fonts = [f for f in cls.fonts if variation.styles is None or Path(f).stem in variation.styles]
+        if not fonts:
+            raise ValueError(f"glyph class {cls.name!r} has none of the styles {variation.styles}")
+        offset = int(rng.integers(len(fonts)))                 # cycle through the styles from a random one
         drawn: dict[str, tuple] = {}                           # this class's glyph per font, drawn once
         for i in range(per_class):
-            font = cls.fonts[(offset + i) % len(cls.fonts)]
+            font = fonts[(offset + i) % len(fonts)]
             if font not in drawn:
                 drawn[font] = _base_glyph(cls.char, font, _BASE_EM)
-            masks[c * per_class + i] = _glyph_mask(drawn[font], size, rng)
+            masks[c * per_class + i] = _glyph_mask(drawn[font], size, rng, variation)
             style = font_style(font)
-            captions.append([f"the letter {cls.name}", f"{_article(style)} {style} {cls.name}"])
+            captions.append([f"the {noun} {cls.name}", f"{_article(style)} {style} {cls.name}"])
     # Colours vary independently of identity: dark (0-95) strokes, light (165-255) backgrounds,
-    # so every channel differs by ≥ 70 levels and the letter stays legible.
+    # so every channel differs by ≥ 70 levels and the character stays legible.
     fg = rng.integers(0, 96, (n, 3)).astype(np.float32)
     bg = rng.integers(165, 256, (n, 3)).astype(np.float32)
     noise = rng.normal(0.0, 1.0, (n, size, size, 3)).astype(np.float32) * rng.uniform(0, 6, (n, 1, 1, 1)).astype(np.float32)
@@ -433,6 +476,237 @@ def render_shapes(n: int, seed: int, size: int = 32) -> ImageSet:
     return ImageSet(_colourise(masks, fg, bg, texture), labels, shape_class_names(), captions)
 
 
+# ============================================================================================ patterns
+# Textile-like repeating patterns: 8 kinds × 8 colours. A domain of its own, with captions that
+# describe colour, background, scale and orientation, so it serves image-image retrieval, image-text
+# retrieval and zero-shot classification. No kind or template uses a word of the shapes world.
+PATTERNS: tuple[str, ...] = ("stripes", "checkerboard", "polka dots", "grid", "zigzag", "waves", "bricks",
+                             "speckles")
+_ORIENTED = ("stripes", "zigzag", "waves")
+_ORIENTATIONS = {"horizontal": 0.0, "vertical": 90.0, "diagonal": 45.0}
+_BACKGROUNDS: dict[str, tuple[int, int, int]] = {"black": (20, 20, 24), "grey": (128, 128, 132),
+                                                 "white": (240, 240, 236)}
+_PERIOD = {"fine": (0.17, 0.21), "bold": (0.30, 0.36)}   # × image size: about 6 and 10 px at 32 px
+_PATTERN_TEMPLATES = (
+    "{fg} and {bg} {orient}{pattern}",
+    "{scale} {fg} {pattern} on a {bg} background",
+    "a {bg} background with {orient}{fg} {pattern}",
+    "a textile with {a_scale} {scale} {fg} {pattern} pattern",
+    "{pattern} in {fg} over {bg}",
+    "a close-up of {a_fg} {fg} and {bg} {pattern} pattern",
+    "wallpaper with {orient}{fg} {pattern}",
+    "{a_fg} {fg} {pattern} print on {bg}",
+)
+
+
+def pattern_class_names() -> list[str]:
+    """The 64 pattern × colour class names; label = pattern index × 8 + colour index."""
+    return [f"pattern of {c} {p}" for p in PATTERNS for c in COLORS]
+
+
+def _draw_pattern_attributes(n: int, rng: np.random.Generator) -> list[dict[str, str]]:
+    colors, backs = list(COLORS), list(_BACKGROUNDS)
+    out = []
+    for _ in range(n):
+        pattern, fg = PATTERNS[rng.integers(len(PATTERNS))], colors[rng.integers(len(colors))]
+        bg = backs[rng.integers(len(backs))]
+        if (fg, bg) == ("white", "white"):  # white on white would not show: a white pattern sits on black
+            bg = "black"
+        orient = list(_ORIENTATIONS)[rng.integers(len(_ORIENTATIONS))] if pattern in _ORIENTED else ""
+        out.append({"pattern": pattern, "color": fg, "background": bg,
+                    "scale": ("fine", "bold")[rng.integers(2)], "orientation": orient})
+    return out
+
+
+def _pattern_mask(a: dict[str, str], size: int, rng: np.random.Generator) -> np.ndarray:
+    """Anti-aliased coverage [size, size] of one pattern: random phase, period within its scale."""
+    big = size * _SUPERSAMPLE
+    period = rng.uniform(*_PERIOD[a["scale"]]) * big
+    theta = np.deg2rad(_ORIENTATIONS.get(a["orientation"], 0.0) + rng.uniform(-6, 6))
+    yy, xx = (np.mgrid[0:big, 0:big].astype(np.float64) + 0.5)
+    u = (xx * np.cos(theta) + yy * np.sin(theta)) / period + rng.uniform()   # across the stripes
+    v = (-xx * np.sin(theta) + yy * np.cos(theta)) / period + rng.uniform()  # along them
+    frac = lambda t: t - np.floor(t)  # noqa: E731
+    kind = a["pattern"]
+    if kind == "stripes":
+        mask = frac(u) < 0.5
+    elif kind == "checkerboard":
+        mask = (np.floor(u) + np.floor(v)) % 2 == 0
+    elif kind == "polka dots":
+        mask = (frac(u) - 0.5) ** 2 + (frac(v) - 0.5) ** 2 < 0.28 ** 2
+    elif kind == "grid":
+        mask = (frac(u) < 0.2) | (frac(v) < 0.2)
+    elif kind == "zigzag":
+        mask = frac(u + 0.5 * np.abs(2 * frac(v) - 1)) < 0.5
+    elif kind == "waves":
+        mask = frac(u + 0.25 * np.sin(2 * np.pi * v)) < 0.5
+    elif kind == "bricks":  # bricks two periods long, every other row shifted by one period; mortar between
+        row = np.floor(u)
+        mask = (frac(u) > 0.18) & (frac((v + 0.5 * (row % 2)) / 2) > 0.09)
+    elif kind == "speckles":  # random specks on a fine lattice, about a third of the cells
+        cells = rng.uniform(size=(int(np.ceil(big / period * 3)) + 4,) * 2) < 0.35
+        i, j = np.floor(3 * u).astype(int) % cells.shape[0], np.floor(3 * v).astype(int) % cells.shape[1]
+        mask = cells[i, j] & ((frac(3 * u) - 0.5) ** 2 + (frac(3 * v) - 0.5) ** 2 < 0.4 ** 2)
+    else:
+        raise ValueError(f"no renderer for pattern {kind!r}")
+    return mask.astype(np.float32).reshape(size, _SUPERSAMPLE, size, _SUPERSAMPLE).mean((1, 3))
+
+
+def pattern_captions(a: dict[str, str], rng: np.random.Generator, n: int = 5) -> list[str]:
+    """`n` different true captions: the class phrase first, then random templates."""
+    words = {"fg": a["color"], "bg": a["background"], "pattern": a["pattern"], "scale": a["scale"],
+             "orient": f"{a['orientation']} " if a["orientation"] else "", "a_fg": _article(a["color"]),
+             "a_scale": _article(a["scale"])}
+    picks = rng.choice(len(_PATTERN_TEMPLATES), size=min(n - 1, len(_PATTERN_TEMPLATES)), replace=False)
+    return [f"a pattern of {a['color']} {a['pattern']}"] + [_PATTERN_TEMPLATES[t].format(**words) for t in picks]
+
+
+def pattern_attributes(n: int, seed: int) -> list[dict[str, str]]:
+    """Per image of `render_patterns(n, seed)`: pattern, color, background, scale, orientation."""
+    attr_rng, _ = np.random.default_rng(seed).spawn(2)
+    return _draw_pattern_attributes(n, attr_rng)
+
+
+def render_patterns(n: int, seed: int, size: int = 32) -> ImageSet:
+    """`n` pattern images; label = pattern × colour (64 classes, `pattern_class_names()`), 5 captions each."""
+    attr_rng, rng = np.random.default_rng(seed).spawn(2)
+    attrs = _draw_pattern_attributes(n, attr_rng)
+    colors = list(COLORS)
+    masks = np.stack([_pattern_mask(a, size, rng) for a in attrs]) if n else np.zeros((0, size, size), np.float32)
+    fg = np.array([COLORS[a["color"]] for a in attrs], np.float32).reshape(-1, 3) + rng.uniform(-12, 12, (n, 3))
+    bg = np.array([_BACKGROUNDS[a["background"]] for a in attrs], np.float32).reshape(-1, 3) + rng.uniform(-10, 10, (n, 3))
+    noise = rng.normal(0.0, 1.0, (n, size, size, 3)).astype(np.float32) * rng.uniform(0, 6, (n, 1, 1, 1)).astype(np.float32)
+    captions = [pattern_captions(a, rng) for a in attrs]
+    labels = np.array([PATTERNS.index(a["pattern"]) * len(colors) + colors.index(a["color"]) for a in attrs], np.int64)
+    return ImageSet(_colourise(masks, np.clip(fg, 0, 255), np.clip(bg, 0, 255), noise), labels,
+                    pattern_class_names(), captions)
+
+
+# ============================================================================================ flags
+# Flags: a layout filled with an ordered choice of colours, e.g. a horizontal triband in red, white
+# and blue. Fine-grained in the way product variants are: many classes share their colours or their
+# layout and differ only in the other or in the order of the colours. A teacher that knows colours
+# and stripes recognises part of a flag; telling the 300 apart is what fine-tuning has to add.
+FLAG_COLORS: dict[str, tuple[int, int, int]] = {**COLORS, "black": (25, 25, 28)}
+_FW, _FH = 150, 100  # the flag's own frame (3:2), in which layouts are drawn as colour-slot indices
+
+
+def _rect(x0, y0, x1, y1):
+    return [(x0 * _FW, y0 * _FH), (x1 * _FW, y0 * _FH), (x1 * _FW, y1 * _FH), (x0 * _FW, y1 * _FH)]
+
+
+def _band(x0, y0, x1, y1, t):  # a thick line from (x0, y0) to (x1, y1) in frame units, half-width t
+    (ax, ay), (bx, by) = (x0 * _FW, y0 * _FH), (x1 * _FW, y1 * _FH)
+    dx, dy = bx - ax, by - ay
+    n = np.hypot(dx, dy)
+    ox, oy = -dy / n * t * _FH, dx / n * t * _FH
+    return [(ax + ox, ay + oy), (bx + ox, by + oy), (bx - ox, by - oy), (ax - ox, ay - oy)]
+
+
+# layout → (number of colours, [(colour slot, polygon or ("ellipse", box)), ...] drawn in order over slot 1)
+FLAG_LAYOUTS: dict[str, tuple[int, list]] = {
+    "horizontal triband": (3, [(2, _rect(0, 1 / 3, 1, 2 / 3)), (3, _rect(0, 2 / 3, 1, 1))]),
+    "vertical triband": (3, [(2, _rect(1 / 3, 0, 2 / 3, 1)), (3, _rect(2 / 3, 0, 1, 1))]),
+    "horizontal bicolour": (2, [(2, _rect(0, 0.5, 1, 1))]),
+    "vertical bicolour": (2, [(2, _rect(0.5, 0, 1, 1))]),
+    "nordic cross": (2, [(2, _rect(0.28, 0, 0.44, 1)), (2, _rect(0, 0.40, 1, 0.60))]),
+    "saltire": (2, [(2, _band(0, 0, 1, 1, 0.11)), (2, _band(0, 1, 1, 0, 0.11))]),
+    "centred disc": (2, [(2, ("ellipse", (0.5 * _FW - 0.3 * _FH, 0.2 * _FH, 0.5 * _FW + 0.3 * _FH, 0.8 * _FH)))]),
+    "canton": (2, [(2, _rect(0, 0, 0.45, 0.5))]),
+    "hoist triangle": (3, [(2, _rect(0, 0.5, 1, 1)), (3, [(0, 0), (0.45 * _FW, 0.5 * _FH), (0, _FH)])]),
+    "diagonal bicolour": (2, [(2, [(_FW, 0), (_FW, _FH), (0, _FH)])]),
+    "bordered": (2, [(2, _rect(0, 0, 1, 0.16)), (2, _rect(0, 0.84, 1, 1)), (2, _rect(0, 0, 0.11, 1)),
+                     (2, _rect(0.89, 0, 1, 1))]),
+    "five stripes": (2, [(2, _rect(0, 0.2, 1, 0.4)), (2, _rect(0, 0.6, 1, 0.8))]),
+}
+
+
+def _colour_list(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+@dataclass(frozen=True)
+class FlagClass:
+    layout: str
+    colors: tuple[str, ...]     # one per colour slot, all different
+
+    @property
+    def name(self) -> str:
+        return f"{self.layout} flag in {_colour_list(self.colors)}"
+
+
+def all_flag_classes() -> list[FlagClass]:
+    """Every layout with every ordered choice of distinct colours (2,160 classes), in a fixed order."""
+    from itertools import permutations
+    return [FlagClass(layout, colours) for layout, (k, _) in FLAG_LAYOUTS.items()
+            for colours in permutations(FLAG_COLORS, k)]
+
+
+def flag_classes(n_classes: int, seed: int) -> list[FlagClass]:
+    """`n_classes` flag classes drawn without replacement (a pure function of the seed), in drawn order."""
+    pool = all_flag_classes()
+    if not 1 <= n_classes <= len(pool):
+        raise ValueError(f"n_classes must be in [1, {len(pool)}], got {n_classes}")
+    return [pool[i] for i in np.random.default_rng(seed).choice(len(pool), n_classes, replace=False)]
+
+
+@lru_cache(maxsize=None)
+def _flag_slots(layout: str) -> Image.Image:
+    """The layout drawn once in its own frame: pixel value = colour slot (1..k)."""
+    img = Image.new("L", (_FW, _FH), 1)
+    draw = ImageDraw.Draw(img)
+    for slot, shape in FLAG_LAYOUTS[layout][1]:
+        if isinstance(shape, tuple) and shape[0] == "ellipse":
+            draw.ellipse(shape[1], fill=slot)
+        else:
+            draw.polygon(shape, fill=slot)
+    return img
+
+
+_FLAG_ASPECTS = (1.5, 5 / 3, 2.0)  # width : height of real flags' common proportions
+
+
+def _flag_weights(layout: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """[size, size, 4] coverage of background (0) and colour slots 1..3 of one randomly placed flag:
+    width 62-85 % of the image, proportions 3:2, 5:3 or 2:1, shifted by ≤ 8 %, rotated by ≤ 15°."""
+    big = size * _SUPERSAMPLE
+    width = rng.uniform(0.62, 0.85) * big
+    height = width / _FLAG_ASPECTS[rng.integers(len(_FLAG_ASPECTS))]
+    theta = np.deg2rad(rng.uniform(-15, 15))
+    centre = big / 2 + rng.uniform(-0.08, 0.08, 2) * big
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    inv = np.diag([_FW / width, _FH / height]) @ rot.T    # output → frame, about the centres
+    offset = np.array([_FW / 2, _FH / 2]) - inv @ centre
+    slots = _flag_slots(layout).transform((big, big), Image.AFFINE, (inv[0, 0], inv[0, 1], offset[0], inv[1, 0],
+                                          inv[1, 1], offset[1]), resample=Image.NEAREST, fillcolor=0)
+    onehot = np.asarray(slots)[..., None] == np.arange(4)
+    return onehot.astype(np.float32).reshape(size, _SUPERSAMPLE, size, _SUPERSAMPLE, 4).mean((1, 3))
+
+
+def render_flags(classes: Sequence[FlagClass], per_class: int, seed: int, size: int = 32) -> ImageSet:
+    """`per_class` photos of each flag (label = position in `classes`): random size, proportions, place
+    and angle, a muted background, lighting between 85 % and 110 % with a colour cast of up to ±12 %
+    per channel, a soft fold shading across the cloth, noise."""
+    rng = np.random.default_rng(seed)
+    n = len(classes) * per_class
+    out = np.zeros((n, size, size, 3), np.uint8)
+    labels = np.repeat(np.arange(len(classes), dtype=np.int64), per_class)
+    captions: list[list[str]] = []
+    xx = np.linspace(0, 1, size, dtype=np.float32)[None, :, None]
+    for i, label in enumerate(labels):
+        cls = classes[label]
+        w = _flag_weights(cls.layout, size, rng)
+        cast = rng.uniform(0.85, 1.10) * rng.uniform(0.88, 1.12, 3)
+        palette = np.array([FLAG_COLORS[c] for c in cls.colors], np.float32) * cast
+        palette = np.concatenate([palette, np.zeros((3 - len(palette), 3), np.float32)])
+        bg = rng.uniform(60, 190) + rng.uniform(-15, 15, 3)
+        fold = 1.0 + rng.uniform(0, 0.12) * np.sin(2 * np.pi * (rng.uniform(1, 2.5) * xx + rng.uniform()))
+        img = w[..., :1] * bg + (w[..., 1:] @ palette) * fold + rng.normal(0, rng.uniform(0, 6), (size, size, 3))
+        out[i] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+        captions.append([f"a {cls.name}", f"a flag with a {cls.layout} layout in {_colour_list(cls.colors)}"])
+    return ImageSet(out, labels, [c.name for c in classes], captions)
+
+
 # ============================================================================================ animals
 # Label order: the package's description lists "Bear, Bird, Cat, Cow, Dog, Elephant, Giraffe, Horse,
 # Sheep, Zebra"; labels 0-9 are in that (alphabetical) order, confirmed by looking at the images
@@ -504,3 +778,99 @@ def class_prompts(class_names: Sequence[str], template: str = "a photo of a {}")
     """Zero-shot prompts: `template` filled with each class name; "a {}" becomes "an {}" before a vowel."""
     with_an = re.sub(r"\ba \{\}", "an {}", template)
     return [(with_an if _article(name) == "an" else template).format(name) for name in class_names]
+
+
+# ============================================================================================ web
+# The embedded "web": everything the teacher saw while pretraining, as named subsets of one dataset.
+# Each subset is built from its options and a seed and says which split each image belongs to.
+# Procedural subsets (shapes, patterns) take image COUNTS per split; subsets of fixed classes
+# (animals, symbols) take the SHARE of each class's images per split. Shares may sum to
+# less than 1 (the rest is left out).
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Subset:
+    images: ImageSet
+    splits: list[str]           # per image: train | val | test
+
+
+def _split_options(options: dict, subset: str) -> dict[str, float]:
+    return {s: options[s] for s in SPLITS if options.get(s)}
+
+
+def _counted(render, options: dict, seed: int, subset: str) -> Subset:
+    counts = {s: int(n) for s, n in _split_options(options, subset).items()}
+    images = render(sum(counts.values()), seed)
+    return Subset(images, [s for s, n in counts.items() for _ in range(n)])
+
+
+def _stratified(images: ImageSet, options: dict, seed: int, subset: str) -> Subset:
+    parts = stratified_split(images.labels, _split_options(options, subset), seed)
+    split_of = np.full(len(images.labels), "", dtype=object)
+    for split, idx in parts.items():
+        split_of[idx] = split
+    keep = split_of != ""
+    kept = ImageSet(images.images[keep], images.labels[keep], images.class_names,
+                    [c for c, k in zip(images.captions, keep) if k])
+    return Subset(kept, list(split_of[keep]))
+
+
+def glyph_variation(options: dict) -> GlyphVariation:
+    """GlyphVariation from config options (`styles`, `size`, `max_rotation`; defaults for the rest)."""
+    default = GlyphVariation()
+    styles = options.get("styles")
+    return GlyphVariation(styles=tuple(styles) if styles else None, size=tuple(options.get("size", default.size)),
+                          max_rotation=float(options.get("max_rotation", default.max_rotation)))
+
+
+def _glyph_subset(kind: str, noun: str):
+    def build(options: dict, seed: int, subset: str) -> Subset:
+        classes = glyph_partition(kind, int(options.get("class_offset", 0)), int(options["n_classes"]))
+        images = render_glyphs(classes, int(options["per_class"]), seed, noun=noun, variation=glyph_variation(options))
+        return _stratified(images, options, seed, subset)
+    return build
+
+
+_GLYPH_OPTIONS = frozenset({"n_classes", "per_class", "class_offset", "styles", "size", "max_rotation"})
+WEB_SUBSETS: dict[str, tuple[frozenset[str], Callable[[dict, int, str], Subset]]] = {
+    # name → (option keys, builder)
+    "shapes": (frozenset(SPLITS), lambda o, seed, s: _counted(render_shapes, o, seed, s)),
+    "animals": (frozenset(SPLITS), lambda o, seed, s: _stratified(load_animal_mnist(), o, seed, s)),
+    "patterns": (frozenset(SPLITS), lambda o, seed, s: _counted(render_patterns, o, seed, s)),
+    "symbols": (frozenset(SPLITS) | _GLYPH_OPTIONS, _glyph_subset("symbols", "symbol")),
+}
+
+
+def check_web_subset(name: str, options: dict) -> str | None:
+    """None if `options` are valid for subset `name`, else what is wrong (no rendering)."""
+    if name not in WEB_SUBSETS:
+        return f"unknown subset '{name}' (known: {sorted(WEB_SUBSETS)})"
+    keys, _ = WEB_SUBSETS[name]
+    unknown = sorted(set(options) - keys)
+    if unknown:
+        return f"unknown option(s) {unknown} (valid: {sorted(keys)})"
+    if any(not isinstance(options.get(s, 0), (int, float)) or options.get(s, 0) < 0 for s in SPLITS):
+        return "split sizes must be numbers >= 0"
+    counted = name in ("shapes", "patterns")
+    if not counted and sum(options.get(s, 0) for s in SPLITS) > 1.0 + 1e-9:
+        return "split shares of each class's images must sum to at most 1"
+    if counted and any(float(options.get(s, 0)) != int(options.get(s, 0)) for s in SPLITS):
+        return "split sizes are image counts (integers)"
+    if {"n_classes", "per_class"} & keys:
+        for key in ("n_classes", "per_class"):
+            if not isinstance(options.get(key), int) or options[key] < 1:
+                return f"{key} must be an integer >= 1"
+        if options.get("class_offset", 0) < 0:
+            return "class_offset must be >= 0"
+    return None
+
+
+def build_web_subset(name: str, options: dict, seed: int) -> Subset:
+    """One subset of the embedded web, its images' splits included (a pure function of its arguments)."""
+    problem = check_web_subset(name, options)
+    if problem:
+        raise ValueError(f"web subset '{name}': {problem}")
+    return WEB_SUBSETS[name][1](options, seed, name)
+
+
