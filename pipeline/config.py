@@ -42,7 +42,7 @@ class DownloadCfg:
     filename: Optional[str] = None  # name to save as (default: the URL's last part)
 
 
-EMBEDDED_SOURCES = ("embedded_glyphs", "embedded_web")
+EMBEDDED_SOURCES = ("embedded_flags", "embedded_glyphs", "embedded_web")
 VERIFY_MODES = ("open", "exists", "none")  # datasets.<name>.verify_images: how hard `prepare` checks images
 REAL_SOURCES = ("sop", "cars196", "inshop", "inat2018", "food2k", "imagenet", "flickr30k", "coco", "folder", "csv")
 
@@ -52,12 +52,14 @@ class DatasetCfg:
     """One dataset. `source` picks the reader; the other keys are that reader's options."""
     source: str = MISSING         # embedded_glyphs | embedded_web | one of REAL_SOURCES
     seed: int = 0                 # split draws (ImageNet: the shuffle seed of the 80/20 split, 42 in the reference)
-    # embedded_glyphs
+    # embedded_flags: n_classes flags drawn with `seed`; embedded_glyphs: letters [class_offset,
+    # class_offset + n_classes) of the fixed shuffle of all letters; both class-disjoint splits
     n_classes: int = 300
     per_class: int = 16
-    # embedded_web: images per split of the procedural shapes world; animals use fractions
-    shapes: dict[str, int] = field(default_factory=lambda: {"train": 6000, "val": 1000, "test": 1000})
-    animals: dict[str, float] = field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
+    class_offset: int = 0
+    # embedded_web: subset name → options (pipeline.lib.worlds.embedded.WEB_SUBSETS): image counts per
+    # split for shapes / patterns, shares of each class's images for animals / symbols
+    subsets: dict[str, dict[str, Any]] = field(default_factory=dict)
     # real / user data: a local folder, or files to download (official URLs, or `mirror` + their names)
     root: Optional[str] = None
     downloads: list[DownloadCfg] = field(default_factory=list)
@@ -75,7 +77,8 @@ class DatasetCfg:
 @dataclass
 class RolesCfg:
     target: str = "glyphs"        # the fine-grained domain we adapt to (train / val / test splits)
-    generic: str = "web"          # distillation (train split) and checkpoint selection (val split)
+    generic: str = "web"          # the replay domain: distillation (train split), checkpoint selection (val split)
+    generic_subsets: Optional[list[str]] = None  # only these subsets of `generic` are replay (None = all)
     generic_val_fraction: float = 1.0  # share of the generic val split used for selection (reference: first 10 %)
 
 
@@ -113,6 +116,7 @@ class VisionArchCfg:
 @dataclass
 class TeacherCfg:
     source: str = "embedded"      # embedded: train a small tower against frozen MiniLM | open_clip
+    corpus: str = "web"           # embedded: the dataset whose train split (every subset) the teacher pretrains on
     model: str = "ViT-B-16-SigLIP"  # open_clip name, 'hf-hub:org/repo' or 'local-dir:/path' (open_clip)
     pretrained: Optional[str] = None  # open_clip tag ('webli') or a local checkpoint file
     vision: VisionArchCfg = field(default_factory=VisionArchCfg)
@@ -333,15 +337,16 @@ def _validate_dataset(name: str, ds: DatasetCfg) -> None:
     _require(0 < ds.val_class_fraction < 1, f"{key}.val_class_fraction", f"must be in (0, 1), got {ds.val_class_fraction}")
     _require(0 < ds.test_class_fraction < 1, f"{key}.test_class_fraction",
              f"must be in (0, 1), got {ds.test_class_fraction}")
-    if ds.source == "embedded_glyphs":
+    if ds.source in ("embedded_flags", "embedded_glyphs"):
         _require(ds.n_classes >= 3, f"{key}.n_classes", f"must be >= 3, got {ds.n_classes}")
         _require(ds.per_class >= 2, f"{key}.per_class", f"must be >= 2, got {ds.per_class}")
+        _positive(ds.class_offset, f"{key}.class_offset", allow_zero=True)
     if ds.source == "embedded_web":
-        for split, n in ds.shapes.items():
-            _positive(n, f"{key}.shapes.{split}", allow_zero=True)
-        total = sum(ds.animals.values())
-        _require(all(v >= 0 for v in ds.animals.values()) and total <= 1.0 + 1e-6, f"{key}.animals",
-                 f"split fractions must be >= 0 and sum to at most 1, got {total}")
+        from pipeline.lib.worlds.embedded import check_web_subset
+        _require(bool(ds.subsets), f"{key}.subsets", "the embedded web needs at least one subset")
+        for subset, options in ds.subsets.items():
+            problem = check_web_subset(subset, dict(options or {}))
+            _require(problem is None, f"{key}.subsets.{subset}", str(problem))
     if ds.source in REAL_SOURCES:
         _require(bool(ds.root or ds.downloads), key,
                  f"source '{ds.source}' needs `root` (a local folder) or `downloads` (files to fetch)")
@@ -370,6 +375,16 @@ def _validate_fewshot(params: Params) -> None:
     _one_of(fs.settings.get("geometry", "hyperbolic"), ("hyperbolic", "cosine"), "fewshot.settings.geometry")
 
 
+def _validate_world(params: Params) -> None:
+    """The replay subsets are subsets of the replay dataset."""
+    generic = params.datasets[params.roles.generic]
+    if params.roles.generic_subsets is not None:
+        _require(bool(params.roles.generic_subsets), "roles.generic_subsets", "must name at least one subset (or be null)")
+        if generic.source == "embedded_web":
+            missing = sorted(set(params.roles.generic_subsets) - set(generic.subsets))
+            _require(not missing, "roles.generic_subsets", f"{missing} are not subsets of datasets.{params.roles.generic}")
+
+
 def validate(params: Params) -> None:
     """Range and cross-reference checks; raises ConfigError naming the key."""
     rt = params.runtime
@@ -387,6 +402,9 @@ def validate(params: Params) -> None:
     _require(0 < params.roles.generic_val_fraction <= 1, "roles.generic_val_fraction",
              f"must be in (0, 1], got {params.roles.generic_val_fraction}")
     _one_of(params.teacher.source, ("embedded", "open_clip"), "teacher.source")
+    _require(params.teacher.corpus in params.datasets, "teacher.corpus",
+             f"'{params.teacher.corpus}' is not a key of datasets")
+    _validate_world(params)
     for key in ("steps", "batch_size", "lr"):
         _positive(getattr(params.teacher, key), f"teacher.{key}")
     _positive(params.teacher.zero_shot_max_images, "teacher.zero_shot_max_images", allow_zero=True)

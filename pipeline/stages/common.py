@@ -20,20 +20,30 @@ from pipeline.lib.images import ImageSource
 TEACHER_SPEC = "teacher.json"
 
 
-def split_frame(params: Params, dataset: str, split: str, subset: str | None = None,
+def split_frame(params: Params, dataset: str, split: str, subset: str | list[str] | None = None,
                 columns: list[str] | None = None) -> pl.DataFrame:
-    """Rows of one split (optionally one subset) of a prepared dataset, in manifest order."""
+    """Rows of one split (optionally of one subset, or of a list of subsets) of a prepared dataset, in
+    manifest order."""
     wanted = None if columns is None else list(dict.fromkeys([*columns, "split", "subset"]))
     frame = pio.read_manifest(paths.prepared(dataset), wanted)
     frame = frame.filter(pl.col("split") == split)
     if subset is not None:
-        frame = frame.filter(pl.col("subset") == subset)
+        frame = frame.filter(pl.col("subset").is_in([subset] if isinstance(subset, str) else list(subset)))
     if columns is not None:
         frame = frame.select(columns)
     if frame.height == 0:
         raise ValueError(f"dataset '{dataset}' has no rows in split '{split}'"
                          + (f" / subset '{subset}'" if subset else ""))
     return frame
+
+
+def replay_frame(params: Params, split: str, columns: list[str] | None = None) -> pl.DataFrame:
+    """Rows of one split of the replay domain: `roles.generic`, restricted to `roles.generic_subsets`.
+
+    Everything a fine-tuning method may read of generic data (distillation images and their teacher
+    features, class labels and prompts, the selection split) comes through here.
+    """
+    return split_frame(params, params.roles.generic, split, params.roles.generic_subsets, columns)
 
 
 def leading_share(frame: pl.DataFrame, fraction: float) -> pl.DataFrame:
@@ -58,6 +68,23 @@ def eval_sets(params: Params) -> dict[str, tuple[str, EvalSetCfg]]:
     out = {name: ("in", cfg) for name, cfg in params.eval.in_domain.items()}
     out.update({name: ("out", cfg) for name, cfg in params.eval.out_of_domain.items()})
     return out
+
+
+def set_kind(params: Params, cfg: EvalSetCfg) -> str:
+    """What an evaluation set is to fine-tuning: 'target' (the target dataset), 'replay' (data of the
+    replay domain, which fine-tuning reads: `roles.generic` within `roles.generic_subsets`) or
+    'unseen' (a domain no fine-tuning loss, selection rule, label or prompt touches).
+
+    A set of the replay dataset that takes every subset while only some are replay counts as replay:
+    part of it was touched.
+    """
+    roles = params.roles
+    if cfg.dataset == roles.target:
+        return "target"
+    if cfg.dataset == roles.generic and (roles.generic_subsets is None or cfg.subset is None
+                                         or cfg.subset in roles.generic_subsets):
+        return "replay"
+    return "unseen"
 
 
 def needed_splits(params: Params) -> list[tuple[str, str]]:

@@ -19,7 +19,7 @@ from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import Params, load_params
 from pipeline.lib.evaluation import image_text, knn_retrieval, merged_knn_retrieval, zero_shot
-from pipeline.stages.common import EmbeddingLoader, eval_sets, select_rows, stored_embeddings
+from pipeline.stages.common import EmbeddingLoader, eval_sets, select_rows, set_kind, stored_embeddings
 
 IndexLoader = Callable[[str], faiss.Index]  # evaluation set name → its gallery's index
 
@@ -35,7 +35,7 @@ def image_image(params: Params, load: EmbeddingLoader, label: str, indices: Inde
             m = knn_retrieval(q_emb, q_labels, params.eval.k, params.eval.ks, g_emb, g_labels, index=index)
         else:
             m = knn_retrieval(q_emb, q_labels, params.eval.k, params.eval.ks, index=index)
-        out[name] = {"domain": domain, **m}
+        out[name] = {"domain": domain, "kind": set_kind(params, cfg), **m}
         print(f"[evaluate {label}] {name:>10} ({domain}): mAP@{params.eval.k} {100 * m[f'map@{params.eval.k}']:.2f}"
               f"  top-1 {100 * m['top_1']:.2f}")
     return out
@@ -62,7 +62,7 @@ def image_text_sets(params: Params, load: EmbeddingLoader, label: str) -> dict:
         txt_emb, txt = pio.read_embeddings(paths.features() / f"{name}__captions.parquet")
         row_of_id = {int(i): r for r, i in enumerate(ids)}
         text_image = np.array([row_of_id[int(i)] for i in txt["id"].to_list()])
-        out[name] = image_text(img_emb, txt_emb, text_image, params.eval.text_ks)
+        out[name] = {"kind": set_kind(params, cfg), **image_text(img_emb, txt_emb, text_image, params.eval.text_ks)}
         print(f"[evaluate {label}] {name:>10} image-text: I→T R@1 {100 * out[name]['i2t_r@1']:.2f}"
               f"  T→I R@1 {100 * out[name]['t2i_r@1']:.2f}")
     return out
@@ -75,7 +75,7 @@ def zero_shot_sets(params: Params, load: EmbeddingLoader, label: str) -> dict:
         prompt_emb, prompts = pio.read_embeddings(paths.features() / f"{name}__prompts.parquet")
         row_of_label = {int(lab): r for r, lab in enumerate(prompts["label"].to_list())}
         out[name] = zero_shot(img_emb, np.array([row_of_label[int(x)] for x in labels]), prompt_emb)
-        out[name]["classes"] = len(prompts)
+        out[name].update(classes=len(prompts), kind=set_kind(params, cfg))
         print(f"[evaluate {label}] {name:>10} zero-shot: {100 * out[name]['accuracy']:.2f} %")
     return out
 

@@ -1,11 +1,11 @@
 """Stage `features`: run the frozen teacher once over what every method shares.
 
-- `<generic>__train__images.parquet`: distillation targets f0(x) of the generic train split,
+- `<generic>__train__images.parquet`: distillation targets f0(x) of the replay train split,
   eval view (METHOD §3.2: the reference precomputes them with eval preprocessing), looked up by id.
 - `<generic>__val__images.parquet`: teacher features of the generic val split (for reference).
 - `<set>__captions.parquet`: the frozen text tower over each image-text set's captions.
 - `<set>__prompts.parquet`: class prompts of each zero-shot set.
-- `<generic>__train__prompts.parquet`: class prompts of the generic train classes (LwF, EWC).
+- `<generic>__train__prompts.parquet`: class prompts of the replay train classes (LwF, EWC, GIFT).
 Computed once; every fine-tuning method reads them, none recomputes them.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import load_params
 from pipeline.lib.models import embed_texts, resolve_device, set_threads, tokenizer_for
-from pipeline.stages.common import image_sources, leading_share, spec_metadata, split_frame
+from pipeline.stages.common import image_sources, leading_share, replay_frame, spec_metadata, split_frame
 from pipeline.stages.encoders import embed_sources, load_teacher
 
 
@@ -32,7 +32,7 @@ def main(args: argparse.Namespace) -> None:
     batch = params.features.batch_size
     with pio.atomic_path(paths.features(), directory=True) as out:
         for split in ("train", "val"):
-            frame = split_frame(params, generic, split, columns=["id", "label", "subset", "image", "path"])
+            frame = replay_frame(params, split, columns=["id", "label", "subset", "image", "path"])
             if split == "val":  # only what checkpoint selection uses
                 frame = leading_share(frame, params.roles.generic_val_fraction)
             emb = embed_sources(model.visual, image_sources(generic, frame), spec, device, batch,
@@ -49,14 +49,15 @@ def main(args: argparse.Namespace) -> None:
             pio.write_embeddings(out / f"{name}__captions.parquet", frame["id"].to_numpy(),
                                  np.full(len(texts), -1), emb, spec_metadata(spec, set=name), caption=texts)
             print(f"[features] {name}: {len(texts)} captions")
-        # class prompts: each zero-shot set's, and the generic train classes' (LwF logits, EWC Fisher)
-        prompt_sets = {f"{name}__prompts.parquet": (es.dataset, es.split, es.subset)
+        # class prompts: each zero-shot set's, and the replay train classes' (LwF logits, EWC Fisher, GIFT)
+        prompt_sets = {f"{name}__prompts.parquet": split_frame(params, es.dataset, es.split, es.subset,
+                                                               ["label", "class_name"])
                        for name, es in params.eval.zero_shot.items()}
-        prompt_sets[paths.split_file(generic, "train", "prompts")] = (generic, "train", None)
-        for file, (dataset, split, subset) in prompt_sets.items():
-            classes = split_frame(params, dataset, split, subset, ["label", "class_name"]).unique().sort("label")
+        prompt_sets[paths.split_file(generic, "train", "prompts")] = replay_frame(params, "train", ["label", "class_name"])
+        for file, frame in prompt_sets.items():
+            classes = frame.unique().sort("label")
             prompts = [params.eval.prompt_template.format(c) for c in classes["class_name"].to_list()]
             emb = embed_texts(model, tokenizer, prompts, batch_size=batch, device=device)
             pio.write_embeddings(out / file, np.arange(len(prompts)), classes["label"].to_numpy(), emb,
-                                 spec_metadata(spec, dataset=dataset, split=split, subset=subset), prompt=prompts)
+                                 spec_metadata(spec, file=file), prompt=prompts)
             print(f"[features] {file}: {len(prompts)} class prompts")

@@ -31,7 +31,7 @@ from pipeline.lib.evaluation import knn_retrieval
 from pipeline.lib import distributed
 from pipeline.lib.models import autocast, set_threads
 from pipeline.lib.training import FineTuner, estimate_fisher, has_generic_steps, needs_text_prototypes, step_plan
-from pipeline.stages.common import image_sources, leading_share, read_teacher_spec, split_frame
+from pipeline.stages.common import image_sources, leading_share, read_teacher_spec, replay_frame, split_frame
 from pipeline.stages.encoders import embed_sources, load_teacher_visual
 
 FISHER = "fisher.pt"
@@ -42,7 +42,10 @@ class Split:
     """One prepared split held for training or validation: image sources + labels (+ ids)."""
 
     def __init__(self, params: Params, dataset: str, split: str, fraction: float = 1.0):
-        frame = leading_share(split_frame(params, dataset, split, columns=["id", "label", "image", "path"]), fraction)
+        columns = ["id", "label", "image", "path"]
+        frame = (replay_frame(params, split, columns) if dataset == params.roles.generic
+                 else split_frame(params, dataset, split, columns=columns))
+        frame = leading_share(frame, fraction)
         self.dataset, self.split = dataset, split
         self.ids = frame["id"].to_numpy()
         self.labels = frame["label"].to_numpy()

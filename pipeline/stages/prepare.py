@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import zlib
 from collections import Counter
 
 import numpy as np
@@ -45,44 +46,57 @@ def _frame(dataset: str, images: np.ndarray, labels: np.ndarray, class_names: li
 
 
 def embedded_glyphs(name: str, cfg: DatasetCfg) -> pl.DataFrame:
-    """Fine-grained target: `n_classes` letters, class-disjoint train / val / test (METHOD §5)."""
+    """Fine-grained target: `n_classes` letters from `class_offset` of the fixed shuffle of all
+    letters, class-disjoint train / val / test (METHOD §5)."""
     from pipeline.lib.worlds import embedded as world
 
-    available = world.glyph_classes()
-    if cfg.n_classes > len(available):
-        raise ValueError(f"datasets.{name}.n_classes={cfg.n_classes} but only {len(available)} glyph "
-                         "classes exist in the bundled fonts")
-    rng = np.random.default_rng(cfg.seed)
-    chosen = [available[i] for i in sorted(rng.choice(len(available), cfg.n_classes, replace=False))]
+    chosen = world.glyph_partition("letters", cfg.class_offset, cfg.n_classes)
     rendered = world.render_glyphs(chosen, per_class=cfg.per_class, seed=cfg.seed)
-    class_split = world.split_classes(cfg.n_classes, seed=cfg.seed, val_fraction_of_train=cfg.val_class_fraction)
+    return _frame(name, rendered.images, rendered.labels, rendered.class_names,
+                  class_disjoint_splits(cfg, rendered.labels), "glyphs", rendered.captions)
+
+
+def embedded_flags(name: str, cfg: DatasetCfg) -> pl.DataFrame:
+    """Fine-grained target: `n_classes` flags (layout × ordered colours), class-disjoint train / val / test."""
+    from pipeline.lib.worlds import embedded as world
+
+    rendered = world.render_flags(world.flag_classes(cfg.n_classes, cfg.seed), per_class=cfg.per_class, seed=cfg.seed)
+    return _frame(name, rendered.images, rendered.labels, rendered.class_names,
+                  class_disjoint_splits(cfg, rendered.labels), "flags", rendered.captions)
+
+
+def class_disjoint_splits(cfg: DatasetCfg, labels: np.ndarray) -> list[str]:
+    """Split of each image when whole classes go to train / val / test (METHOD §5: open-set test)."""
+    from pipeline.lib.worlds import embedded as world
+
+    class_split = world.split_classes(cfg.n_classes, seed=cfg.seed, test_fraction=cfg.test_class_fraction,
+                                      val_fraction_of_train=cfg.val_class_fraction)
     split_of_class = {int(c): s for s, classes in class_split.items() for c in classes}
-    splits = [split_of_class[int(c)] for c in rendered.labels]
-    return _frame(name, rendered.images, rendered.labels, rendered.class_names, splits, "glyphs", rendered.captions)
+    return [split_of_class[int(c)] for c in labels]
+
+
+def subset_seed(seed: int, subset: str) -> int:
+    """A seed per (dataset seed, subset name): adding or resizing one subset leaves the others' images alone."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(subset.encode())]).generate_state(1)[0])
 
 
 def embedded_web(name: str, cfg: DatasetCfg) -> pl.DataFrame:
-    """Generic "web" data: captioned shape scenes + Animal-MNIST silhouettes, random (not
-    class-disjoint) train / val / test like the reference's ImageNet 80/20 split."""
+    """The embedded "web" the teacher pretrains on: named subsets (shapes, animals, patterns, letters,
+    symbols), each split train / val / test as its options say. Labels are made unique across
+    subsets by offsetting each subset's labels by the classes of the subsets before it."""
     from pipeline.lib.worlds import embedded as world
 
-    n_shapes = sum(cfg.shapes.values())
-    shapes = world.render_shapes(n_shapes, seed=cfg.seed)
-    shape_splits = [s for s, n in cfg.shapes.items() for _ in range(n)]
-    animals = world.load_animal_mnist()
-    animal_split_idx = world.stratified_split(animals.labels, dict(cfg.animals), seed=cfg.seed)
-    animal_splits = np.empty(len(animals.labels), dtype=object)
-    for split, idx in animal_split_idx.items():
-        animal_splits[idx] = split
-    used = animal_splits != None  # noqa: E711 - fractions may sum to < 1: the rest is not used
-    return pl.concat([
-        _frame(name, shapes.images, shapes.labels, shapes.class_names, shape_splits, "shapes", shapes.captions),
-        _frame(name, animals.images[used], animals.labels[used], animals.class_names, list(animal_splits[used]),
-               "animals", [c for c, u in zip(animals.captions, used) if u], label_offset=len(shapes.class_names)),
-    ])
+    frames, offset = [], 0
+    for subset, options in cfg.subsets.items():
+        built = world.build_web_subset(subset, dict(options), subset_seed(cfg.seed, subset))
+        s = built.images
+        frames.append(_frame(name, s.images, s.labels, s.class_names, built.splits, subset, s.captions,
+                             label_offset=offset))
+        offset += len(s.class_names)
+    return pl.concat(frames)
 
 
-BUILDERS = {"embedded_glyphs": embedded_glyphs, "embedded_web": embedded_web}
+BUILDERS = {"embedded_flags": embedded_flags, "embedded_glyphs": embedded_glyphs, "embedded_web": embedded_web}
 
 
 def build_manifest(name: str, cfg: DatasetCfg) -> tuple[pl.DataFrame, dict]:

@@ -57,13 +57,13 @@ def train_embedded(params: Params, device: torch.device) -> tuple[torch.nn.Modul
     model = create_embedded_clip(model_cfg).to(device)
     model.text.requires_grad_(False).eval()  # the text tower is pretrained and stays frozen
 
-    frame = split_frame(params, params.roles.generic, "train", columns=["image", "path", "captions"])
+    frame = split_frame(params, cfg.corpus, "train", columns=["image", "path", "captions"])
     captions, caption_ids = caption_table(frame)
     tokenizer = tokenizer_for_embedded(model_cfg)
     text_emb = torch.from_numpy(embed_texts(model, tokenizer, captions, device=device)).to(device)
 
     resize = round(arch.image_size * 8 / 7)  # the reference's 256→224 ratio
-    dataset = ImageDataset(image_sources(params.roles.generic, frame), resize, "train")
+    dataset = ImageDataset(image_sources(cfg.corpus, frame), resize, "train")
     sampler = StepBatches(len(dataset), cfg.batch_size, params.seed)
     visual = model.visual.train()
     optimizer = torch.optim.AdamW(vision_params(visual), lr=cfg.lr, weight_decay=cfg.weight_decay)
