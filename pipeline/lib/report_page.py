@@ -27,10 +27,11 @@ p img { max-width: 100%; height: auto; display: block; margin: 0.4em 0; }
 code { background: #f3f3f3; padding: 0 3px; border-radius: 3px; }
 .missing { color: #a00; font-style: italic; }
 .legend { color: #444; } .hit-key { color: #1a7f37; font-weight: bold; } .miss-key { color: #c62828; font-weight: bold; }
-table.nn { margin: 0.3em 0 1.2em; } table.nn td, table.nn th { text-align: center; vertical-align: top; padding: 3px; }
+.queries { display: flex; flex-wrap: wrap; gap: 0 18px; align-items: flex-start; }
+table.nn { margin: 0.3em 0 1.2em; } table.nn td, table.nn th { text-align: center; vertical-align: top; padding: 2px; }
 table.nn th.method { text-align: right; white-space: nowrap; font-weight: 600; background: #f7f7f7; }
-table.nn figure { margin: 0; width: 84px; }
-table.nn img { width: 64px; height: 64px; object-fit: contain; border: 3px solid transparent; display: block; margin: 0 auto; }
+table.nn figure { margin: 0; width: 74px; }
+table.nn img { width: 60px; height: 60px; object-fit: contain; border: 3px solid transparent; display: block; margin: 0 auto; }
 table.nn img.px { image-rendering: pixelated; }
 table.nn .query img { border-color: #222; } table.nn .hit img { border-color: #2e9e44; } table.nn .miss img { border-color: #d93025; }
 table.nn figcaption { font-size: 11px; line-height: 1.2; word-break: break-word; }
@@ -101,6 +102,7 @@ def neighbours_html(grid: Mapping[str, Any]) -> str:
         parts.append(f'<h3 id="nn-{html.escape(name)}">{html.escape(name)} '
                      f"<small>{domain} · {html.escape(where)}{html.escape(gallery)}</small></h3>")
         items = entry["items"]
+        parts.append('<div class="queries">')
         for i, qid in enumerate(entry["queries"]):
             methods = [m for m in grid["methods"] if m in entry["results"]]  # JSON objects lose order
             rows = [f'<tr><th>method</th><th>query</th><th colspan="{k}">top-{k}</th></tr>']
@@ -112,6 +114,7 @@ def neighbours_html(grid: Mapping[str, Any]) -> str:
                           for n in entry["results"][method][i]]
                 rows.append("<tr>" + "".join(cells) + "</tr>")
             parts.append('<table class="nn">' + "".join(rows) + "</table>")
+        parts.append("</div>")
     return "\n".join(parts)
 
 
