@@ -26,6 +26,11 @@ STAGES: dict[str, tuple[str, str, str | None]] = {
     "report": ("pipeline.stages.report", "reports/metrics.json, plots and report.md", None),
     "summary": ("pipeline.stages.report", "print the summary table of reports/metrics.json", None),
     "seeds": ("pipeline.stages.seeds", "summary Δs as mean ± std over the finetune.seed experiments", None),
+    "export": ("pipeline.stages.export", "write one method's model as an open_clip local-dir folder + model card",
+               "method"),
+    "search": ("pipeline.stages.search", "search an evaluation set's index with an image file or a text", "method"),
+    "snapshot": ("pipeline.stages.snapshot", "check reports/report.html in headless Chromium, save a screenshot",
+                 None),
     "configure": ("pipeline.stages.configure", "compose params.yaml from a Hydra preset + overrides", None),
 }
 
@@ -42,7 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
         if arg:
             p.add_argument(arg)
         p.add_argument("--params", default="params.yaml", help="the configuration file (default params.yaml)")
+        add_tool_arguments(name, p)
     return parser
+
+
+def add_tool_arguments(name: str, p: argparse.ArgumentParser) -> None:
+    """The options of the commands people run on a finished pipeline (export, search, snapshot)."""
+    if name == "export":
+        p.add_argument("--out", help="folder to write (default exports/<method>)")
+    elif name == "search":
+        query = p.add_mutually_exclusive_group(required=True)
+        query.add_argument("--image", help="an image file to search with")
+        query.add_argument("--text", help="a text to search with (the frozen text tower embeds it)")
+        p.add_argument("--set", help="image-image evaluation set to search (default: the first one)")
+        p.add_argument("-k", type=int, default=10, help="results to print (default 10)")
+    elif name == "snapshot":
+        p.add_argument("--page", default="reports/report.html", help="the page to open")
+        p.add_argument("--out", default="reports/report.png", help="where to save the screenshot")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,5 +79,5 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"error [{args.stage}]: {err}", file=sys.stderr)
         sys.exit(1)
-    if args.stage not in ("summary", "configure"):
+    if args.stage not in ("summary", "configure", "search"):
         print(f"[{args.stage}] done in {time.time() - start:.1f} s", file=sys.stderr)

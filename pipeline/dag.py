@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-FILE_SUFFIXES = {".json", ".md", ".png", ".parquet", ".pt", ".faiss", ".csv", ".tsv", ".yaml"}
+FILE_SUFFIXES = {".json", ".md", ".html", ".png", ".parquet", ".pt", ".faiss", ".csv", ".tsv", ".yaml"}
 
 
 @dataclass

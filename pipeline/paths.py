@@ -58,6 +58,16 @@ def evaluation(method: str) -> Path:
     return DATA / "eval" / f"{method}.json"
 
 
+def neighbours() -> Path:
+    """Fixed queries' top neighbours under every method and set, with thumbnails (the report page's grids)."""
+    return DATA / "neighbours"
+
+
+def neighbour_grid() -> Path:
+    """The record of those neighbours (JSON) inside `neighbours()`."""
+    return neighbours() / "neighbours.json"
+
+
 def wise_ft_curve() -> Path:
     """WiSE-FT's evaluations at each α (a name no method can take: method names have no '-')."""
     return DATA / "eval" / "wise-ft.json"

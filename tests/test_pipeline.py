@@ -56,6 +56,8 @@ def test_repro_writes_the_report_with_fig1_deltas(reproduced: Path) -> None:
     assert fewshot["linear_probe"]["1"]["novel"] is None and fewshot["lathadapter"]["1"]["novel"] is not None
     report = (reproduced / "reports" / "report.md").read_text()
     assert "| naive |" in report and "| infuse |" in report
+    page = (reproduced / "reports" / "report.html").read_text()
+    assert "<td>naive</td>" in page and page.count("data:image/png;base64,") >= 4
     teacher = json.loads((reproduced / "reports" / "teacher.json").read_text())
     assert set(teacher["zero_shot"]) == {"shapes", "animals"}
 

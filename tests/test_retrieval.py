@@ -142,3 +142,48 @@ def test_recall_against_exact() -> None:
         ref = np.mean([len(set(a) & set(e)) / len(e) for a, e in zip(approx.tolist(), exact.tolist())])
         assert r == pytest.approx(ref)
     assert retrieval.recall_against_exact(approx, exact, chunk_size=7) == pytest.approx(r)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_id_mapped_index_answers_with_ids_and_unwraps_to_positions(kind: str, tmp_path) -> None:
+    rng = np.random.default_rng(5)
+    base = retrieval.l2_normalize(rng.normal(size=(300, 8)))
+    ids = rng.permutation(10_000)[:300].astype(np.int64)  # manifest ids: neither dense nor sorted
+    mapped = retrieval.build_index(base, kind, nlist=4, ids=ids)
+    assert isinstance(mapped, faiss.IndexIDMap2)
+    faiss.write_index(mapped, str(tmp_path / "set.faiss"))
+    stored = faiss.read_index(str(tmp_path / "set.faiss"))
+    assert np.array_equal(retrieval.index_ids(stored), ids)
+    plain = retrieval.build_index(base, kind, nlist=4)
+    by_id = retrieval.search(stored, base, 5, nprobe=4)
+    by_position = retrieval.search(plain, base, 5, nprobe=4)
+    assert np.array_equal(by_id[1], ids[by_position[1]]) and np.allclose(by_id[0], by_position[0])
+    # evaluation's view: positions again, after checking the index holds exactly these rows
+    inner = retrieval.positional(stored, ids)
+    del stored  # the unwrapped index keeps its owner alive
+    assert np.array_equal(retrieval.search(inner, base, 5, nprobe=4)[1], by_position[1])
+    with pytest.raises(ValueError, match="rebuild the index"):
+        retrieval.positional(faiss.read_index(str(tmp_path / "set.faiss")), ids[::-1])
+    with pytest.raises(ValueError, match="one id per embedding"):
+        retrieval.build_index(base, kind, ids=ids[:5])
+
+
+def test_nprobe_reaches_an_id_mapped_ivf_index() -> None:
+    rng = np.random.default_rng(6)
+    base = retrieval.l2_normalize(rng.normal(size=(400, 4)))
+    ivf = retrieval.build_index(base, "ivf", nlist=8, ids=np.arange(400) + 1000)
+    _, i = retrieval.search(ivf, base, 400, nprobe=1)
+    assert (i == -1).any()
+    _, i = retrieval.search(ivf, base, 400, nprobe=8)
+    assert (i >= 1000).all()
+
+
+def test_neighbours_of_some_rows_equal_their_rows_of_the_full_knn() -> None:
+    rng = np.random.default_rng(7)
+    emb = retrieval.l2_normalize(rng.normal(size=(120, 8)))
+    emb[11] = emb[40]  # a duplicate: its twin, not itself, may rank first
+    rows = np.array([40, 3, 11, 119])
+    scores, ids = retrieval.neighbours_of(rows, emb, 6)
+    full_scores, full_ids = retrieval.knn(emb, emb, 6, exclude_self=True)
+    assert np.array_equal(ids, full_ids[rows]) and np.allclose(scores, full_scores[rows])
+    assert not (ids == rows[:, None]).any()

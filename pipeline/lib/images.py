@@ -26,6 +26,19 @@ def decode_image(source: ImageSource, name: str = "") -> Image.Image:
         raise ImageError(f"cannot decode image {label}: {err}") from None
 
 
+def thumbnail(img: Image.Image, max_side: int) -> tuple[bytes, str, tuple[int, int]]:
+    """(encoded bytes, MIME type, size) of a small copy for a page: an image within `max_side` stays
+    as it is, losslessly (PNG); a larger one is shrunk to fit and JPEG-encoded (photos, a few kB)."""
+    out = io.BytesIO()
+    if max(img.size) <= max_side:
+        img.save(out, format="PNG", optimize=True)
+        return out.getvalue(), "image/png", img.size
+    small = img.copy()
+    small.thumbnail((max_side, max_side), Image.BILINEAR)
+    small.save(out, format="JPEG", quality=85)
+    return out.getvalue(), "image/jpeg", small.size
+
+
 def eval_view(img: Image.Image, size: int) -> Image.Image:
     """Reference eval transform: shorter side → `size` (bilinear), then centre crop size×size."""
     w, h = img.size

@@ -1,4 +1,8 @@
-"""Exact (and opt-in approximate) inner-product kNN with FAISS, chunked to bound memory."""
+"""Exact (and opt-in approximate) inner-product kNN with FAISS, chunked to bound memory.
+
+Stored indices carry ids (`IndexIDMap2`: the manifest row id of each vector), so a search answers
+with images, not positions; evaluation searches the wrapped index, whose answers are positions.
+"""
 from __future__ import annotations
 
 import faiss
@@ -11,8 +15,13 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
-def build_index(embeddings: np.ndarray, kind: str = "flat", nlist: int = 64, hnsw_m: int = 32) -> faiss.Index:
-    """Inner-product index over `embeddings`: 'flat' (exact), 'ivf' (IVFFlat, trained here) or 'hnsw'."""
+def build_index(embeddings: np.ndarray, kind: str = "flat", nlist: int = 64, hnsw_m: int = 32,
+                ids: np.ndarray | None = None) -> faiss.Index:
+    """Inner-product index over `embeddings`: 'flat' (exact), 'ivf' (IVFFlat, trained here) or 'hnsw'.
+
+    With `ids` (one int64 per row) the index is an `IndexIDMap2` around that index and searches
+    answer with those ids; without, with row positions.
+    """
     emb = np.ascontiguousarray(embeddings, np.float32)
     d = emb.shape[1]
     if kind == "flat":
@@ -26,8 +35,39 @@ def build_index(embeddings: np.ndarray, kind: str = "flat", nlist: int = 64, hns
         index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
     else:
         raise ValueError(f"unknown index kind {kind!r} (expected 'flat', 'ivf' or 'hnsw')")
-    index.add(emb)
-    return index
+    if ids is None:
+        index.add(emb)
+        return index
+    ids = np.ascontiguousarray(ids, np.int64)
+    if ids.shape != (len(emb),):
+        raise ValueError(f"need one id per embedding ({len(emb)} embeddings, ids of shape {ids.shape})")
+    mapped = faiss.IndexIDMap2(index)
+    mapped.add_with_ids(emb, ids)
+    return mapped
+
+
+def index_ids(index: faiss.Index) -> np.ndarray | None:
+    """The ids an `IndexIDMap2` answers with (in insertion order), or None for a positional index."""
+    return faiss.vector_to_array(index.id_map) if isinstance(index, faiss.IndexIDMap) else None
+
+
+def positional(index: faiss.Index, ids: np.ndarray) -> faiss.Index:
+    """The index that answers with positions into `ids` (the rows it was built from, in order).
+
+    An id-mapped index is unwrapped (no per-query id translation: evaluation stays as fast as a
+    plain index) after checking it holds exactly `ids`, so a stale index cannot give wrong metrics.
+    """
+    stored = index_ids(index)
+    if stored is None:
+        if index.ntotal != len(ids):
+            raise ValueError(f"index holds {index.ntotal} vectors but the set has {len(ids)}: rebuild the index")
+        return index
+    if not np.array_equal(stored, np.asarray(ids, np.int64)):
+        raise ValueError(f"index ids differ from the set's rows ({len(stored)} indexed, {len(ids)} rows): "
+                         "rebuild the index")
+    inner = faiss.downcast_index(index.index)
+    inner.referenced_objects = [index]  # keep the owner alive as long as the inner index is used
+    return inner
 
 
 def search(index: faiss.Index, queries: np.ndarray, k: int, chunk_size: int = 8192,
@@ -41,7 +81,8 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, chunk_size: int = 81
     q = np.ascontiguousarray(queries, np.float32)
     if k <= 0:
         return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
-    params = faiss.SearchParametersIVF(nprobe=nprobe) if nprobe and isinstance(index, faiss.IndexIVF) else None
+    base = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+    params = faiss.SearchParametersIVF(nprobe=nprobe) if nprobe and isinstance(base, faiss.IndexIVF) else None
     scores, ids = np.empty((len(q), k), np.float32), np.empty((len(q), k), np.int64)
     for start in range(0, len(q), chunk_size):
         scores[start:start + chunk_size], ids[start:start + chunk_size] = index.search(
@@ -63,10 +104,22 @@ def knn(queries: np.ndarray, index_embeddings: np.ndarray, k: int, exclude_self:
     if len(queries) != index.ntotal:
         raise ValueError(f"exclude_self needs the query set to be the index set "
                          f"({len(queries)} queries, {index.ntotal} indexed)")
-    scores, ids = search(index, queries, k + 1, chunk_size)
+    return _without_own(*search(index, queries, k + 1, chunk_size), np.arange(len(queries)))
+
+
+def neighbours_of(rows: np.ndarray, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact kNN (scores, positions) of some items of `embeddings` among all of them, each item
+    itself excluded as in `knn(..., exclude_self=True)`; costs len(rows) queries, not len(embeddings)."""
+    rows = np.asarray(rows, np.int64)
+    scores, ids = search(build_index(embeddings, "flat"), np.asarray(embeddings)[rows], k + 1)
+    return _without_own(scores, ids, rows)
+
+
+def _without_own(scores: np.ndarray, ids: np.ndarray, own_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each row's own id (by id: a duplicate vector may rank first); if it is absent, drop the last."""
     if ids.shape[1] == 0:
         return scores, ids
-    own = ids == np.arange(len(ids))[:, None]
+    own = ids == own_ids[:, None]
     drop = np.where(own.any(1), own.argmax(1), ids.shape[1] - 1)
     keep = np.ones(ids.shape, bool)
     keep[np.arange(len(ids)), drop] = False

@@ -9,6 +9,7 @@ import polars as pl
 import torch
 from tqdm import tqdm
 
+from pipeline import paths
 from pipeline.config import Params
 from pipeline.lib.data import eval_loader, normalize
 from pipeline.lib.images import ImageSource
@@ -27,6 +28,16 @@ def load_teacher_visual(device: torch.device | str = "cpu") -> tuple[torch.nn.Mo
     """The pretrained vision tower alone, eval mode, on `device` (stages that never touch text)."""
     spec = read_teacher_spec()
     return load_visual(spec["model"], spec.get("pretrained")).to(device).eval(), spec
+
+
+def load_method_visual(method: str, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """One method's fine-tuned vision tower (the teacher's architecture + `data/runs/<method>/visual.pt`)."""
+    visual, spec = load_teacher_visual("cpu")
+    checkpoint = paths.checkpoint(method)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"missing {checkpoint}: run `python -m pipeline finetune {method}` first")
+    visual.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    return visual.to(device).eval(), spec
 
 
 @torch.no_grad()

@@ -19,21 +19,28 @@ from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import Params, load_params
 from pipeline.lib.evaluation import image_text, knn_retrieval, merged_knn_retrieval, zero_shot
+from pipeline.lib.retrieval import positional
 from pipeline.stages.common import EmbeddingLoader, eval_sets, select_rows, set_kind, stored_embeddings
 
 IndexLoader = Callable[[str], faiss.Index]  # evaluation set name → its gallery's index
 
 
 def image_image(params: Params, load: EmbeddingLoader, label: str, indices: IndexLoader | None = None) -> dict:
-    """kNN metrics of every image-image set; exact search when no prebuilt index is given."""
+    """kNN metrics of every image-image set; exact search when no prebuilt index is given.
+
+    A stored index answers with manifest ids; it is searched through its positional inner index
+    (checked to hold exactly the set's rows), so metrics see gallery positions as before.
+    """
     out = {}
     for name, (domain, cfg) in eval_sets(params).items():
-        q_emb, q_labels, _ = select_rows(load, cfg, cfg.split)
-        index = indices(name) if indices else None
+        q_emb, q_labels, q_ids = select_rows(load, cfg, cfg.split)
+        stored = indices(name) if indices else None
         if cfg.index_split:
-            g_emb, g_labels, _ = select_rows(load, cfg, cfg.index_split)
+            g_emb, g_labels, g_ids = select_rows(load, cfg, cfg.index_split)
+            index = positional(stored, g_ids) if stored is not None else None
             m = knn_retrieval(q_emb, q_labels, params.eval.k, params.eval.ks, g_emb, g_labels, index=index)
         else:
+            index = positional(stored, q_ids) if stored is not None else None
             m = knn_retrieval(q_emb, q_labels, params.eval.k, params.eval.ks, index=index)
         out[name] = {"domain": domain, "kind": set_kind(params, cfg), **m}
         print(f"[evaluate {label}] {name:>10} ({domain}): mAP@{params.eval.k} {100 * m[f'map@{params.eval.k}']:.2f}"

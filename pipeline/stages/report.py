@@ -2,8 +2,10 @@
 
 Writes `reports/metrics.json` (flat-ish keys for `dvc metrics diff`: `summary.<method>.delta_*`,
 `wise_ft.<α>.delta_*`, plus every detailed metric), `reports/fig1_deltas.png`,
-`reports/retention.png` (retention vs adaptation: one point per method, the WiSE-FT curve) and
-`reports/report.md`.
+`reports/retention.png` (retention vs adaptation: one point per method, the WiSE-FT curve),
+`reports/report.md` and `reports/report.html` (the same report as one self-contained page, with the
+neighbour grids of every method and set). Where `reports/seeds.json` holds this experiment's
+fine-tuning seeds (`python -m pipeline seeds`), the plots show their spread.
 Deltas are in points: mAP@k ×100 for image-image, mean of I→T and T→I R@1 ×100 for image-text.
 """
 from __future__ import annotations
@@ -16,6 +18,8 @@ import numpy as np
 from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import Params, load_params
+from pipeline.stages import report_html
+from pipeline.stages.seeds import seed_table
 
 BASELINE = "pretrained"
 METRICS = paths.REPORTS / "metrics.json"
@@ -23,8 +27,6 @@ FIGURE = paths.REPORTS / "fig1_deltas.png"
 RETENTION = paths.REPORTS / "retention.png"
 FEWSHOT = paths.REPORTS / "fewshot.png"
 REPORT = paths.REPORTS / "report.md"
-GROUPS = {"delta_in_domain": "In-domain image-image", "delta_ood_image_image": "Out-of-domain image-image",
-          "delta_ood_image_text": "Out-of-domain image-text"}
 
 
 def headline(result: dict, k: int) -> dict[str, float]:
@@ -73,48 +75,96 @@ def wise_ft_summary(curve: dict, baseline: dict, k: int) -> dict[str, dict[str, 
     return out
 
 
-def method_colours(methods: list[str]) -> dict[str, tuple]:
-    """One distinct colour per method (tab10 for a few, tab20 beyond: tab10 repeats after ten)."""
-    import matplotlib.pyplot as plt
+# Fixed colours for the methods every reader compares (the baseline, naive fine-tuning, the paper's
+# method); the paper method's variants get blues, every other method a hue from neither family.
+KEY_COLOURS = {BASELINE: "#4d4d4d", "naive": "#d62728", "infuse": "#1f77b4"}
+INFUSE_SHADES = ("#6baed6", "#08519c", "#9ecae1", "#4292c6", "#c6dbef")
+OTHER_COLOURS = ("#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#ffbb78",
+                 "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5")
+MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "h", "p", "d")
+# Headline metrics in reading order; names not listed here (new summary keys) follow, labelled by name.
+METRIC_LABELS = {"in_domain": "In-domain image-image", "ood_image_image": "Out-of-domain image-image",
+                 "ood_image_text": "Out-of-domain image-text", "zero_shot": "Zero-shot accuracy"}
 
-    cmap, n = (plt.cm.tab10, 10) if len(methods) <= 10 else (plt.cm.tab20, 20)
-    return {m: cmap(i % n) for i, m in enumerate(methods)}
+
+def metric_label(name: str) -> str:
+    """Readable name of a headline metric (`ood_image_text` → 'Out-of-domain image-text')."""
+    name = name.removeprefix("delta_")
+    return METRIC_LABELS.get(name, name.replace("ood_", "out-of-domain ").replace("_", " ").capitalize())
+
+
+def delta_names(summary: dict[str, dict[str, float]]) -> list[str]:
+    """Every `delta_*` key of the summary, the known headline metrics first."""
+    present = list(dict.fromkeys(k for row in summary.values() for k in row if k.startswith("delta_")))
+    known = [f"delta_{n}" for n in METRIC_LABELS if f"delta_{n}" in present]
+    return known + [k for k in present if k not in known]
+
+
+def method_colours(methods: list[str]) -> dict[str, str]:
+    """One colour per method: fixed ones for pretrained / naive / infuse, blues for infuse variants,
+    the other hues for the rest (repeating only past that many methods)."""
+    out, shades, others = {}, iter(INFUSE_SHADES), iter(OTHER_COLOURS)
+    for i, m in enumerate(methods):
+        if m in KEY_COLOURS:
+            out[m] = KEY_COLOURS[m]
+        elif m.startswith("infuse"):
+            out[m] = next(shades, None) or next(others, None) or OTHER_COLOURS[i % len(OTHER_COLOURS)]
+        else:
+            out[m] = next(others, None) or OTHER_COLOURS[i % len(OTHER_COLOURS)]
+    return out
+
+
+def seed_spread(seeds: dict | None, method: str, key: str) -> dict | None:
+    """{mean, std, n} of one method's Δ over fine-tuning seeds (reports/seeds.json), when there are several."""
+    cell = (seeds or {}).get(method, {}).get(key)
+    return cell if cell and cell.get("n", 0) > 1 else None
 
 
 def plot_retention(summary: dict[str, dict[str, float]], wise: dict[str, dict[str, float]], base: str,
-                   dest: Path) -> None:
-    """Retention (OOD Δ, y) against adaptation (in-domain Δ, x): a point per method + WiSE-FT's curve."""
+                   dest: Path, seeds: dict | None = None) -> None:
+    """Retention (each other Δ, y) against adaptation (in-domain Δ, x): a point per method, WiSE-FT's
+    curve, seed std as error bars. Methods are told apart by colour and marker in one legend, with no
+    text next to the points, so labels never overlap however close the points are."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = {"delta_ood_image_image": "Out-of-domain image-image Δ", "delta_ood_image_text": "Out-of-domain image-text Δ"}
-    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.6), dpi=120)
+    keys = [k for k in delta_names(summary) if k != "delta_in_domain"]
+    cols = min(3, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols + 2.2, 4.0 * rows), dpi=120, squeeze=False)
     methods = [m for m in summary if m != BASELINE]
     colours = method_colours(methods)
-    for ax, (key, title) in zip(axes, panels.items()):
+    for ax, key in zip(axes.flat, keys):
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.axvline(0, color="grey", linewidth=0.8)
-        ax.scatter([0], [0], marker="*", s=140, color="black", zorder=3)
-        ax.annotate(BASELINE, (0, 0), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.scatter([0], [0], marker="*", s=160, color=KEY_COLOURS[BASELINE], zorder=3, label=BASELINE)
         if wise:
             xs = [p["delta_in_domain"] for p in wise.values()]
-            ys = [p[key] for p in wise.values()]
-            ax.plot(xs, ys, "--", color="grey", linewidth=1, label=f"WiSE-FT of {base}", zorder=1)
-            for alpha, x, y in zip(wise, xs, ys):
-                ax.annotate(f"α={alpha}", (x, y), textcoords="offset points", xytext=(3, -10), fontsize=7,
-                            color="grey")
-        for m in methods:
-            x, y = summary[m]["delta_in_domain"], summary[m][key]
-            ax.scatter([x], [y], s=50, color=colours[m], zorder=4, label=m)
-            ax.annotate(m, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            ys = [p.get(key, float("nan")) for p in wise.values()]
+            ax.plot(xs, ys, "--", color="grey", linewidth=1, marker=".", markersize=6, zorder=1,
+                    label=f"WiSE-FT of {base}, α = {', '.join(wise)} ({BASELINE} → {base})")
+        for i, m in enumerate(methods):
+            x, y = summary[m]["delta_in_domain"], summary[m].get(key, float("nan"))
+            sx, sy = seed_spread(seeds, m, "delta_in_domain"), seed_spread(seeds, m, key)
+            if sx or sy:
+                ax.errorbar([x], [y], xerr=[sx["std"]] if sx else None, yerr=[sy["std"]] if sy else None,
+                            fmt="none", ecolor=colours[m], elinewidth=1, capsize=3, alpha=0.8, zorder=3)
+            ax.scatter([x], [y], s=60 if m in KEY_COLOURS else 45, marker=MARKERS[i % len(MARKERS)],
+                       color=colours[m], edgecolor="black", linewidth=0.5, zorder=4, label=m)
         ax.set_xlabel("In-domain image-image Δ (adaptation, points)")
-        ax.set_ylabel(f"{title} (retention, points)")
-        ax.set_title(title.replace(" Δ", "") + ": up and right is better", fontsize=10)
-    axes[1].legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        ax.set_ylabel(f"{metric_label(key)} Δ (retention, points)")
+        ax.set_title(f"{metric_label(key)}: up and right is better", fontsize=10)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    note = " (error bars: std over fine-tuning seeds)" if any(
+        seed_spread(seeds, m, "delta_in_domain") for m in methods) else ""
+    fig.legend(handles, labels, frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5),
+               title=f"method{note}", title_fontsize=8)
     fig.tight_layout()
     with pio.atomic_path(dest) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", bbox_inches="tight")
     plt.close(fig)
 
 
@@ -164,32 +214,51 @@ def detailed(results: dict[str, dict]) -> dict:
     return {m: {g: r[g] for g in keep if g in r} for m, r in results.items()}
 
 
-def plot_deltas(summary: dict[str, dict[str, float]], dest: Path) -> None:
-    """Fig.-1-style grouped bars: Δ vs pretrained per group, one bar per method."""
+def plot_deltas(summary: dict[str, dict[str, float]], dest: Path, seeds: dict | None = None) -> None:
+    """Fig.-1-style Δ vs pretrained: one panel per headline metric (zero-shot included), one
+    horizontal bar per method with its value; where several fine-tuning seeds exist, their
+    mean ± std is drawn on the bar (black dot and whisker)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     methods = [m for m in summary if m != BASELINE]
+    keys = delta_names(summary)
     colours = method_colours(methods)
-    x = np.arange(len(GROUPS))
-    width = 0.8 / max(1, len(methods))
-    many = len(methods) > 4  # beyond a few bars per group the value labels collide: the table has them
-    fig, ax = plt.subplots(figsize=(10.5 if many else 7.5, 4.2), dpi=120)
-    for i, method in enumerate(methods):
-        values = [summary[method][g] for g in GROUPS]
-        bars = ax.bar(x + (i - (len(methods) - 1) / 2) * width, values, width, label=method, color=colours[method])
-        if not many:
-            ax.bar_label(bars, fmt="%+.1f", padding=2, fontsize=8)
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(x, list(GROUPS.values()))
-    ax.set_ylabel("Δ vs pretrained (points)")
-    ax.set_title("Adaptation vs forgetting (cf. paper Fig. 1)")
-    if many:
-        ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    else:
-        ax.legend(frameon=False)
-    ax.margins(y=0.15)
+    y = np.arange(len(methods))[::-1]  # first method on top
+    height = max(2.6, 1.3 + 0.34 * len(methods))
+    fig, axes = plt.subplots(1, len(keys), figsize=(2.2 + 3.1 * len(keys), height), dpi=120, sharey=True, squeeze=False)
+    any_seeds = False
+    for ax, key in zip(axes[0], keys):
+        values = np.array([summary[m].get(key, np.nan) for m in methods])
+        ax.barh(y, values, color=[colours[m] for m in methods], height=0.7)
+        ends = values.copy()
+        for yi, m, v in zip(y, methods, values):
+            spread = seed_spread(seeds, m, key)
+            if spread:
+                any_seeds = True
+                ax.errorbar(spread["mean"], yi, xerr=spread["std"], fmt="o", color="black", markersize=3,
+                            elinewidth=1, capsize=2.5, zorder=3)
+                ends[methods.index(m)] = spread["mean"] + np.sign(v or 1) * spread["std"]
+        width = max(0.5, float(np.nanmax(np.abs(np.concatenate([values, ends])))))  # all-zero Δs: a readable axis
+        for yi, v, end in zip(y, values, ends):  # each value just past its bar (or whisker), never on another
+            if np.isfinite(v):
+                side = 1 if v >= 0 else -1
+                ax.text(side * max(abs(v), abs(end)) + side * 0.04 * width, yi, f"{v:+.1f}", va="center",
+                        ha="left" if side > 0 else "right", fontsize=7)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_xlim(-1.45 * width if np.nanmin(ends) < 0 else -0.1 * width,
+                    1.45 * width if np.nanmax(ends) > 0 else 0.1 * width)
+        ax.set_title(metric_label(key), fontsize=9)
+        ax.set_xlabel("Δ vs pretrained (points)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_yticks(y, methods, fontsize=8)
+    for label, m in zip(axes[0][0].get_yticklabels(), methods):
+        label.set_color(colours[m] if m in KEY_COLOURS else "black")
+    title = "Adaptation (in-domain) vs forgetting (the rest), Δ vs pretrained"
+    if any_seeds:
+        title += "; ● mean ± std over fine-tuning seeds"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     with pio.atomic_path(dest) as tmp:
         fig.savefig(tmp, format="png")
@@ -248,12 +317,15 @@ def main(args: argparse.Namespace) -> None:
     teacher = pio.read_json(teacher_file) if teacher_file.is_file() else {}
     pio.write_json({"summary": summary, "wise_ft": wise, "fewshot": fs.get("results", {}), "methods": detailed(results),
                     "teacher": {"zero_shot": teacher.get("zero_shot", {})}}, METRICS)
-    plot_deltas(summary, FIGURE)
-    plot_retention(summary, wise, params.wise_ft.base, RETENTION)
+    seeds = seed_table(params.experiment)
+    plot_deltas(summary, FIGURE, seeds)
+    plot_retention(summary, wise, params.wise_ft.base, RETENTION, seeds)
     if fs:
         plot_fewshot(fs, FEWSHOT)
+    text = markdown(params, summary, results, teacher, wise, fs)
     with pio.atomic_path(REPORT) as tmp:
-        tmp.write_text(markdown(params, summary, results, teacher, wise, fs))
+        tmp.write_text(text)
+    report_html.write_page(params, text)
     print_summary(summary)
 
 

@@ -8,7 +8,8 @@ follows rerun), e.g.:
     python -m pipeline seeds        # HEAD's workspace result (seed 0) + the experiments
 
 Reads `dvc.api.exp_show()`, keeps one result per seed (the newest), and writes
-`reports/seeds.json` and `reports/seeds.md`.
+`reports/seeds.json` (tagged with the experiment it belongs to) and `reports/seeds.md`. The
+report's plots draw that spread as error bars the next time the report stage runs.
 """
 from __future__ import annotations
 
@@ -107,8 +108,21 @@ def main(args: argparse.Namespace) -> None:
     if not by_seed:
         raise ValueError("no results found: run `dvc repro` and some `dvc exp run -S finetune.seed=N` first")
     table = aggregate(by_seed)
-    pio.write_json({"seeds": sorted(by_seed), "per_seed": {str(k): v for k, v in sorted(by_seed.items())},
-                    "summary": table}, SEEDS_JSON)
+    pio.write_json({"experiment": params.experiment, "seeds": sorted(by_seed),
+                    "per_seed": {str(k): v for k, v in sorted(by_seed.items())}, "summary": table}, SEEDS_JSON)
     with pio.atomic_path(SEEDS_MD) as tmp:
         tmp.write_text(markdown(table, sorted(by_seed)))
     print(SEEDS_MD.read_text())
+    print("the report's plots draw this spread from its next run: `dvc repro -f -s report`")
+
+
+def seed_table(experiment: str) -> dict[str, dict[str, dict[str, float]]] | None:
+    """method → Δ → {mean, std, n} of `reports/seeds.json` when it was collected for `experiment`."""
+    if not SEEDS_JSON.is_file():
+        return None
+    data = pio.read_json(SEEDS_JSON)
+    if data.get("experiment") != experiment:
+        print(f"[report] {SEEDS_JSON} is not for experiment '{experiment}' (rerun `python -m pipeline seeds`): "
+              "plots without seed spread")
+        return None
+    return data["summary"]
