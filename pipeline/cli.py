@@ -26,6 +26,7 @@ STAGES: dict[str, tuple[str, str, str | None]] = {
     "report": ("pipeline.stages.report", "reports/metrics.json, plots and report.md", None),
     "summary": ("pipeline.stages.report", "print the summary table of reports/metrics.json", None),
     "seeds": ("pipeline.stages.seeds", "summary Δs as mean ± std over the finetune.seed experiments", None),
+    "tune": ("pipeline.stages.tune", "the `tuning:` grid of each method's main knob, chosen on validation", None),
     "export": ("pipeline.stages.export", "write one method's model as an open_clip local-dir folder + model card",
                "method"),
     "search": ("pipeline.stages.search", "search an evaluation set's index with an image file or a text", "method"),
@@ -52,9 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_tool_arguments(name: str, p: argparse.ArgumentParser) -> None:
-    """The options of the commands people run on a finished pipeline (export, search, snapshot)."""
+    """The options of the commands people run on a finished pipeline (export, search, snapshot, tune)."""
     if name == "export":
         p.add_argument("--out", help="folder to write (default exports/<method>)")
+    elif name == "tune":
+        p.add_argument("methods", nargs="*", help="methods to tune (default: every entry of `tuning:`)")
     elif name == "search":
         query = p.add_mutually_exclusive_group(required=True)
         query.add_argument("--image", help="an image file to search with")

@@ -171,6 +171,13 @@ class FinetuneCfg:
 
 
 @dataclass
+class TuningCfg:
+    """One method's main knob and the grid it is tuned over (`python -m pipeline tune`)."""
+    key: str = MISSING            # a key of the method's fine-tuning recipe, e.g. lr_backbone or lambda_distill
+    grid: list[float] = field(default_factory=list)
+
+
+@dataclass
 class WiseFtCfg:
     """WiSE-FT: θ_α = (1−α)θ0 + α·θ_ft of one fine-tuned method, evaluated at each α (no retraining)."""
     base: str = "naive"           # a fine-tuning method of `methods`
@@ -235,6 +242,7 @@ class Params:
     features: FeaturesCfg = field(default_factory=FeaturesCfg)
     finetune: FinetuneCfg = field(default_factory=FinetuneCfg)
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tuning: dict[str, TuningCfg] = field(default_factory=dict)
     wise_ft: WiseFtCfg = field(default_factory=WiseFtCfg)
     qualitative: QualitativeCfg = field(default_factory=QualitativeCfg)
     fewshot: FewShotCfg = field(default_factory=FewShotCfg)
@@ -375,6 +383,20 @@ def _validate_fewshot(params: Params) -> None:
     _one_of(fs.settings.get("geometry", "hyperbolic"), ("hyperbolic", "cosine"), "fewshot.settings.geometry")
 
 
+def _validate_tuning(params: Params) -> None:
+    """Each grid tunes a numeric key of a known method and holds the value the method is configured with."""
+    numeric = {f.name for f in dataclasses.fields(FinetuneCfg) if f.type in ("int", "float", int, float)}
+    for method, entry in params.tuning.items():
+        key = f"tuning.{method}"
+        _require(method in params.methods, key, f"'{method}' is not a key of methods {sorted(params.methods)}")
+        _require(entry.key in numeric, f"{key}.key", f"'{entry.key}' is not a numeric fine-tuning key")
+        _require(len(entry.grid) >= 2 and len(set(entry.grid)) == len(entry.grid), f"{key}.grid",
+                 f"needs at least two distinct values, got {entry.grid}")
+        value = getattr(method_config(params, method), entry.key)
+        _require(any(abs(value - v) <= 1e-12 * max(1.0, abs(v)) for v in entry.grid), f"{key}.grid",
+                 f"the configured methods.{method}.{entry.key} = {value:g} is not one of the grid {entry.grid}")
+
+
 def _validate_world(params: Params) -> None:
     """The replay subsets are subsets of the replay dataset."""
     generic = params.datasets[params.roles.generic]
@@ -415,6 +437,7 @@ def validate(params: Params) -> None:
         _require(method.replace("_", "").isalnum(), f"methods.{method}",
                  "method names are letters, digits and '_' (they name stages and folders)")
         method_config(params, method)
+    _validate_tuning(params)
     _require(params.wise_ft.base in params.methods, "wise_ft.base",
              f"'{params.wise_ft.base}' is not a key of methods {sorted(params.methods)}")
     _require(method_config(params, params.wise_ft.base).kind != "pretrained", "wise_ft.base",
