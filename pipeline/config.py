@@ -202,7 +202,9 @@ class FewShotSettings:
     steps: int = 300
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    logit_scale: float = 20.0
+    logit_scale: Optional[float] = None  # None: the model's own (the teacher spec's `logit_scale`)
+    tip_search_scale: list[float] = field(default_factory=lambda: [7.0, 3.0])  # Tip-Adapter: β_max, α_max
+    tip_search_steps: list[int] = field(default_factory=lambda: [200, 20])    # Tip-Adapter: grid points of β, α
     attributes: int = 8           # LatHAdapter: shared attribute vectors
     curvature: float = 1.0        # LatHAdapter: the ball has curvature −c
     temperature: float = 0.1      # LatHAdapter: τ of −d/τ logits
@@ -382,6 +384,14 @@ def _validate_fewshot(params: Params) -> None:
     for key in fs.settings:
         _require(key in known, f"fewshot.settings.{key}", f"unknown key (valid: {sorted(known)})")
     _one_of(fs.settings.get("geometry", "hyperbolic"), ("hyperbolic", "cosine"), "fewshot.settings.geometry")
+    scale = fs.settings.get("logit_scale")
+    _require(scale is None or scale > 0, "fewshot.settings.logit_scale", f"must be > 0 (or null: the model's), got {scale}")
+    for key, low in (("tip_search_scale", 0.1), ("tip_search_steps", 1)):
+        value = fs.settings.get(key, [low + 1, low + 1])
+        _require(isinstance(value, (list, tuple)) and len(value) == 2 and all(v >= low for v in value)
+                 and (key != "tip_search_scale" or all(v > low for v in value)),
+                 f"fewshot.settings.{key}", f"must be [β, α], each {'>' if key == 'tip_search_scale' else '>='} {low}, "
+                 f"got {value}")
 
 
 def validate(params: Params) -> None:

@@ -60,6 +60,26 @@ def test_repro_writes_the_report_with_fig1_deltas(reproduced: Path) -> None:
     assert set(teacher["zero_shot"]) == {"shapes", "animals"}
 
 
+def test_fewshot_reads_the_teachers_features_and_uses_its_logit_scale(reproduced: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import io as pio
+    from pipeline.config import load_params
+    from pipeline.stages.fewshot import frozen_features
+
+    monkeypatch.chdir(reproduced)  # data/ is relative to the project root
+    params = load_params("params.yaml")
+    assert params.fewshot.dataset == params.roles.generic
+    # no model: embedding anything would fail, so the train features come from the `features` stage
+    emb, labels, names = frozen_features(params, "train", None, {}, torch.device("cpu"))
+    shared, table = pio.read_embeddings(Path("data/features") / f"{params.roles.generic}__train__images.parquet")
+    keep = (table["subset"] == params.fewshot.subset).to_numpy()
+    assert torch.equal(emb, torch.from_numpy(shared[keep])) and labels.tolist() == table["label"].to_numpy()[keep].tolist()
+    result = json.loads(Path("data/eval/fewshot.json").read_text())
+    teacher = json.loads(Path("data/teacher/teacher.json").read_text())
+    assert result["settings"]["logit_scale"] == teacher["logit_scale"]
+    assert set(result["tip_adapter_search"]) == {str(k) for k in params.fewshot.shots} and result["val_images"] > 0
+
+
 def test_second_repro_is_a_noop(reproduced: Path) -> None:
     out = run([str(BIN / "dvc"), "repro"], reproduced)
     assert ran_stages(out.stdout) == set(), out.stdout
