@@ -49,7 +49,7 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, chunk_size: int = 81
     return scores, ids
 
 
-def knn(queries: np.ndarray, index_embeddings: np.ndarray, k: int, exclude_self: bool,
+def knn(queries: np.ndarray, index_embeddings: np.ndarray | None, k: int, exclude_self: bool,
         index: faiss.Index | None = None, chunk_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """Exact kNN (scores, ids), exactly min(k, ntotal - exclude_self) columns.
 
@@ -63,10 +63,17 @@ def knn(queries: np.ndarray, index_embeddings: np.ndarray, k: int, exclude_self:
     if len(queries) != index.ntotal:
         raise ValueError(f"exclude_self needs the query set to be the index set "
                          f"({len(queries)} queries, {index.ntotal} indexed)")
+    return search_excluding(index, queries, np.arange(len(queries)), k, chunk_size)
+
+
+def search_excluding(index: faiss.Index, queries: np.ndarray, own_ids: np.ndarray, k: int,
+                     chunk_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """The k neighbours of each query other than itself (query i is index item own_ids[i]): k+1 are
+    searched and the own id dropped, as `knn` does; min(k, ntotal − 1) columns."""
     scores, ids = search(index, queries, k + 1, chunk_size)
     if ids.shape[1] == 0:
         return scores, ids
-    own = ids == np.arange(len(ids))[:, None]
+    own = ids == np.asarray(own_ids)[:, None]
     drop = np.where(own.any(1), own.argmax(1), ids.shape[1] - 1)
     keep = np.ones(ids.shape, bool)
     keep[np.arange(len(ids)), drop] = False
