@@ -275,7 +275,8 @@ def write_outputs(params: Params, method: str, cfg: FinetuneCfg, result: dict[st
     best = result.pop("best")
     weights = best.pop("weights")
     fisher = result.pop("fisher")
-    record = {"method": method, "config": asdict(cfg), "selected": best, **result}
+    record = {"method": method, "config": asdict(cfg), "selected": best,
+              "uses_generic_labels_or_prompts": retention.uses_generic_labels_or_prompts(cfg), **result}
     with pio.atomic_path(paths.run(method), directory=True) as tmp:
         torch.save(weights, tmp / paths.checkpoint(method).name)
         if fisher is not None:  # EWC's Fisher: kept with the run it weighted
