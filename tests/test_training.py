@@ -202,7 +202,12 @@ FISHER_X = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(3))
 FISHER_Y = torch.tensor([0, 1, 2, 3])
 
 
-def test_ewc_fisher_is_the_mean_of_single_sample_squared_gradients_unnormalised() -> None:
+@pytest.mark.parametrize("chunk", [32, 2])  # vmap over whole batches, and over pieces of them
+def test_ewc_fisher_is_the_mean_of_single_sample_squared_gradients_unnormalised(
+        chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.lib import training
+
+    monkeypatch.setattr(training, "FISHER_CHUNK_MAX", chunk)
     visual = tower()
     fisher = estimate_fisher(visual, [(FISHER_X[:3], FISHER_Y[:3]), (FISHER_X[3:], FISHER_Y[3:])], PROTOS, 10.0)
     reference = tower().eval()  # independent: one backward per image, squared, averaged

@@ -66,6 +66,14 @@ class Selection:
                  weights: Callable[[], dict[str, torch.Tensor]]) -> None:
         if target_steps < 1:
             raise ValueError("the untouched weights are never a checkpoint candidate (validate after an update)")
+        self._record(step, target_steps, scores, logs, weights)
+
+    def pretrained(self, scores: dict[str, float], weights: Callable[[], dict[str, torch.Tensor]]) -> None:
+        """The `pretrained` method: θ0 is the method itself, its one checkpoint (step 0)."""
+        self._record(0, 0, scores, {}, weights)
+
+    def _record(self, step: int, target_steps: int, scores: dict[str, float], logs: dict[str, float],
+                weights: Callable[[], dict[str, torch.Tensor]]) -> None:
         crit = criterion(scores, self.select_on)
         self.history.append({"step": step, "target_steps": target_steps, "val_target_map": scores["target"],
                              "val_generic_map": scores["generic"], "criterion": crit, **logs})

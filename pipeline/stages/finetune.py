@@ -31,8 +31,7 @@ from pipeline.lib.evaluation import knn_retrieval
 from pipeline.lib import distributed
 from pipeline.lib.models import autocast, set_threads
 from pipeline.lib import retention
-from pipeline.lib.training import (FineTuner, Selection, criterion, estimate_fisher, step_plan, train_steps,
-                                   validation_points)
+from pipeline.lib.training import FineTuner, Selection, estimate_fisher, step_plan, train_steps, validation_points
 from pipeline.stages.common import image_sources, leading_share, read_teacher_spec, split_frame
 from pipeline.stages.encoders import embed_sources, load_teacher_visual
 
@@ -213,11 +212,8 @@ def train(params: Params, method: str, cfg: FinetuneCfg, ctx: distributed.Contex
                                 "history": selection.history, "probe": probe, "rng": torch.get_rng_state()})
 
     start = time.time()
-    if cfg.kind == "pretrained":  # the method IS θ0: its one checkpoint, validated for the report
-        if ctx.is_main:
-            scores = validation(tuner, spec, val_splits, params)
-            selection.best = {"step": 0, "target_steps": 0, "criterion": criterion(scores, cfg.select_on),
-                              **scores, "weights": tuner.vision_weights()}
+    if cfg.kind == "pretrained" and ctx.is_main:  # the method IS θ0: its one checkpoint, validated for the report
+        selection.pretrained(validation(tuner, spec, val_splits, params), tuner.vision_weights)
     bar = tqdm(total=len(plan), initial=step, desc=f"finetune {method}", unit="step",
                disable=not plan or not ctx.is_main)
     train_steps(tuner, plan, step, draw_target, draw_generic, selection,
