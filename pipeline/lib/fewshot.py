@@ -26,6 +26,8 @@ s is the model's own logit scale (the teacher's `logit_scale`: SigLIP's in the p
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,7 +42,7 @@ def _scale(s: FewShotSettings) -> float:
     return float(s.logit_scale)
 
 
-Validation = "tuple[torch.Tensor, torch.Tensor] | None"  # (features, labels) of val images of the fitted classes
+Validation = Optional[tuple[torch.Tensor, torch.Tensor]]  # (features, labels) of val images of the fitted classes
 
 
 def _train(module: nn.Module, loss_fn, s: FewShotSettings) -> None:
