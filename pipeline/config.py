@@ -15,7 +15,12 @@ from typing import Any, Optional
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pipeline.lib import retention
+
 PARAMS_FILE = Path("params.yaml")
+
+
+MIN_VALIDATIONS = 5  # finetune.validations: fewer points make checkpoint selection a coin toss
 
 
 class ConfigError(ValueError):
@@ -149,23 +154,29 @@ class FinetuneCfg:
     classifier: str = "normface"  # normface | arcface | cosface
     scale: float = 16.0
     margin: float = 0.0
+    # retention terms: one λ per entry of pipeline.lib.retention.TERMS (a test keeps the two lists equal)
     lambda_distill: float = 0.0   # λ_d on generic batches: embedding distillation (the paper)
     lambda_weights: float = 0.0   # λ_w on every batch: R_w, uniform pull to θ0 (the paper)
-    lambda_lwf: float = 0.0       # generic batches: KL of zero-shot logits over the generic class prompts (LwF)
-    lwf_temperature: float = 2.0  # τ of both teacher and student softmax in LwF
+    lambda_lwf: float = 0.0       # target batches: KL of θ0's / θ's zero-shot logits over the generic class prompts (LwF)
+    lambda_replay_logits: float = 0.0  # generic batches: the same KL on generic (replayed) images
+    lwf_temperature: float = 2.0  # τ of both teacher and student softmax (LwF, replay logits)
     lambda_gram: float = 0.0      # generic batches: batch similarity-structure distillation
-    lambda_ewc: float = 0.0       # every batch: Fisher-weighted pull to θ0 (EWC), Fisher from generic data
-    fisher_batches: int = 20      # generic batches (of batch_size, eval view) the EWC Fisher is averaged over
+    lambda_ewc: float = 0.0       # every batch: Σ F(θ−θ0)², EWC's unnormalised per-sample Fisher from generic data
+    fisher_batches: int = 20      # EWC Fisher: over fisher_batches × batch_size generic train images (eval view)
     lambda_gift: float = 0.0      # generic batches: GIFT L_cd + gift_ita_weight·L_ita against the class prompts
-    gift_ita_weight: float = 0.25  # GIFT's λ_ita relative to L_cd
-    gift_temperature: float = 2.0  # GIFT's distillation temperature T
-    lambda_awc: float = 0.0       # GIFT's adaptive weight consolidation: Fisher of the GIFT losses, every step
-    lp_steps: int = 0             # LP-FT: head-only steps (encoder frozen) before full fine-tuning
+    gift_ita_weight: float = 0.25  # GIFT's λ_ita relative to L_cd (GIFT: 0.25)
+    gift_temperature: float = 2.0  # GIFT's distillation temperature T (GIFT: 2)
+    gift_label_smoothing: float = 0.2  # GIFT's label smoothing of the L_ita targets (GIFT: 0.2)
+    lambda_awc: float = 0.0       # every batch: GIFT's AWC Σ F̂(θ−θ0)², F̂ = (∇L_gift)² / per-tensor mean (GIFT: 1)
+    # LP-FT: first the head alone on the frozen encoder's features, to convergence, then full fine-tuning
+    lp_max_steps: int = 0         # > 0: LP-FT; full-batch probe steps at most
+    lp_patience: int = 20         # the probe stops when its loss fell by < lp_tol (relative) over this many steps
+    lp_tol: float = 1e-3
     lora_rank: int = 0            # > 0: train LoRA updates of rank r on attention/MLP weights (θ0 frozen)
     lora_alpha: float = 16.0      # LoRA scale α (the update is (α/r)·B·A)
     teacher_targets: str = "precomputed"  # precomputed (eval view, as the reference) | online
     schedule: str = "round_robin"  # round_robin | target_only
-    eval_every: int = 50
+    validations: int = 5          # validation points: after target step 1, then spread evenly to the last step
     select_on: str = "all"        # all | in-domain | last
     checkpoint_every: int = 50
 
@@ -202,7 +213,9 @@ class FewShotSettings:
     steps: int = 300
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    logit_scale: float = 20.0
+    logit_scale: Optional[float] = None  # None: the model's own (the teacher spec's `logit_scale`)
+    tip_search_scale: list[float] = field(default_factory=lambda: [7.0, 3.0])  # Tip-Adapter: β_max, α_max
+    tip_search_steps: list[int] = field(default_factory=lambda: [200, 20])    # Tip-Adapter: grid points of β, α
     attributes: int = 8           # LatHAdapter: shared attribute vectors
     curvature: float = 1.0        # LatHAdapter: the ball has curvature −c
     temperature: float = 0.1      # LatHAdapter: τ of −d/τ logits
@@ -310,6 +323,8 @@ def _positive(value: float, key: str, allow_zero: bool = False) -> None:
 def _validate_finetune(cfg: FinetuneCfg, prefix: str) -> None:
     _one_of(cfg.kind, ("finetune", "pretrained"), f"{prefix}.kind")
     _positive(cfg.steps, f"{prefix}.steps", allow_zero=True)
+    _require(cfg.kind == "pretrained" or cfg.steps >= 1, f"{prefix}.steps",
+             "a fine-tuning run needs >= 1 step (its checkpoints are taken after updates, never θ0)")
     _positive(cfg.batch_size, f"{prefix}.batch_size")
     _positive(cfg.lr_backbone, f"{prefix}.lr_backbone", allow_zero=True)
     _positive(cfg.lr_head, f"{prefix}.lr_head", allow_zero=True)
@@ -317,23 +332,24 @@ def _validate_finetune(cfg: FinetuneCfg, prefix: str) -> None:
     _one_of(cfg.classifier, ("normface", "arcface", "cosface"), f"{prefix}.classifier")
     _positive(cfg.scale, f"{prefix}.scale")
     _require(0 <= cfg.margin < 1.0, f"{prefix}.margin", f"must be in [0, 1), got {cfg.margin}")
-    _positive(cfg.lambda_distill, f"{prefix}.lambda_distill", allow_zero=True)
-    _positive(cfg.lambda_weights, f"{prefix}.lambda_weights", allow_zero=True)
-    for key in ("lambda_lwf", "lambda_gram", "lambda_ewc", "lambda_gift", "gift_ita_weight", "lambda_awc", "lp_steps"):
-        _positive(getattr(cfg, key), f"{prefix}.{key}", allow_zero=True)
+    for key, message in retention.problems(cfg):
+        raise ConfigError(f"{prefix}.{key}: {message}")
     _positive(cfg.lwf_temperature, f"{prefix}.lwf_temperature")
     _positive(cfg.fisher_batches, f"{prefix}.fisher_batches")
+    _positive(cfg.gift_ita_weight, f"{prefix}.gift_ita_weight", allow_zero=True)
     _positive(cfg.gift_temperature, f"{prefix}.gift_temperature")
-    _require(cfg.lambda_awc == 0 or cfg.lambda_gift > 0, f"{prefix}.lambda_awc",
-             "AWC weighs θ−θ0 by the Fisher of the GIFT losses: it needs lambda_gift > 0")
+    _require(0 <= cfg.gift_label_smoothing < 1, f"{prefix}.gift_label_smoothing",
+             f"must be in [0, 1), got {cfg.gift_label_smoothing}")
+    _positive(cfg.lp_max_steps, f"{prefix}.lp_max_steps", allow_zero=True)
+    _positive(cfg.lp_patience, f"{prefix}.lp_patience")
+    _positive(cfg.lp_tol, f"{prefix}.lp_tol")
     _positive(cfg.lora_rank, f"{prefix}.lora_rank", allow_zero=True)
     _positive(cfg.lora_alpha, f"{prefix}.lora_alpha")
-    _require(cfg.lora_rank == 0 or (cfg.lambda_weights == 0 and cfg.lambda_ewc == 0), f"{prefix}.lora_rank",
-             "LoRA keeps θ0 frozen: lambda_weights / lambda_ewc have nothing to pull, set them to 0")
-    _require(cfg.lora_rank == 0 or cfg.lambda_awc == 0, f"{prefix}.lora_rank", "LoRA and AWC do not combine")
     _one_of(cfg.teacher_targets, ("precomputed", "online"), f"{prefix}.teacher_targets")
     _one_of(cfg.schedule, ("round_robin", "target_only"), f"{prefix}.schedule")
-    _positive(cfg.eval_every, f"{prefix}.eval_every")
+    _require(cfg.validations >= MIN_VALIDATIONS, f"{prefix}.validations",
+             f"must be >= {MIN_VALIDATIONS} (checkpoint selection needs points spread over the run), "
+             f"got {cfg.validations}")
     _one_of(cfg.select_on, ("all", "in-domain", "last"), f"{prefix}.select_on")
     _positive(cfg.checkpoint_every, f"{prefix}.checkpoint_every")
 
@@ -381,6 +397,14 @@ def _validate_fewshot(params: Params) -> None:
     for key in fs.settings:
         _require(key in known, f"fewshot.settings.{key}", f"unknown key (valid: {sorted(known)})")
     _one_of(fs.settings.get("geometry", "hyperbolic"), ("hyperbolic", "cosine"), "fewshot.settings.geometry")
+    scale = fs.settings.get("logit_scale")
+    _require(scale is None or scale > 0, "fewshot.settings.logit_scale", f"must be > 0 (or null: the model's), got {scale}")
+    for key, low in (("tip_search_scale", 0.1), ("tip_search_steps", 1)):
+        value = fs.settings.get(key, [low + 1, low + 1])
+        _require(isinstance(value, (list, tuple)) and len(value) == 2 and all(v >= low for v in value)
+                 and (key != "tip_search_scale" or all(v > low for v in value)),
+                 f"fewshot.settings.{key}", f"must be [β, α], each {'>' if key == 'tip_search_scale' else '>='} {low}, "
+                 f"got {value}")
 
 
 def _validate_tuning(params: Params) -> None:

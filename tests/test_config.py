@@ -33,7 +33,7 @@ def test_compare_suite_adds_every_retention_method(tmp_path: Path) -> None:
     params = load_params(out)
     assert {"pretrained", "naive", "infuse", "infuse_distill", "infuse_weights", "infuse_online", "lp_ft", "lwf",
             "gram", "ewc"} <= set(params.methods)
-    assert method_config(params, "ewc").lambda_ewc > 0 and method_config(params, "lp_ft").lp_steps > 0
+    assert method_config(params, "ewc").lambda_ewc > 0 and method_config(params, "lp_ft").lp_max_steps > 0
     assert params.experiment == "embedded"  # a suite adds methods; the preset stays what it was
 
 
@@ -49,12 +49,15 @@ def test_compare_suite_adds_every_retention_method(tmp_path: Path) -> None:
     ("methods.infuse.lambda_distill=-3", "methods.infuse.lambda_distill"),
     ("methods.infuse.lambda_ewc=-1", "methods.infuse.lambda_ewc"),
     ("methods.infuse.lwf_temperature=0", "methods.infuse.lwf_temperature"),
-    ("finetune.lp_steps=-2", "finetune.lp_steps"),
+    ("finetune.lp_max_steps=-2", "finetune.lp_max_steps"),
+    ("finetune.validations=2", "finetune.validations"),
+    ("finetune.steps=0", "finetune.steps"),
+    ("methods.infuse.schedule=target_only", "methods.infuse.lambda_distill"),
+    ("methods.gift.lambda_awc=1", "methods.gift.lambda_awc"),
     ("wise_ft.base=nope", "wise_ft.base"),
     ("wise_ft.base=pretrained", "wise_ft.base"),
     ("wise_ft.alphas=[0.5,1.5]", "wise_ft.alphas"),
     ("qualitative.methods=[pretrained,nope]", "qualitative.methods"),
-    ("methods.gift.lambda_awc=1", "methods.gift"),
     ("fewshot.shots=[0,2]", "fewshot.shots"),
     ("fewshot.methods=[coop]", "fewshot.methods"),
     ("fewshot.settings.stepz=3", "fewshot.settings.stepz"),

@@ -88,7 +88,7 @@ def test_distillation_is_two_minus_two_cos_over_d_and_does_not_renormalise() -> 
 
 # ----- weight-space regularisers (METHOD §3.3, §4, §11 AWC) -----
 
-def test_weight_regularizer_is_a_sum_of_per_tensor_means() -> None:
+def test_weight_regularizer_is_a_sum_of_per_tensor_means() -> None:  # the paper's R_w
     params, anchors = [torch.randn(2, 3), torch.randn(10)], [torch.randn(2, 3), torch.randn(10)]
     per_tensor = [sum((p.flatten()[j] - a.flatten()[j]).item() ** 2 for j in range(p.numel())) / p.numel()
                   for p, a in zip(params, anchors)]
@@ -110,31 +110,39 @@ def test_weight_regularizer_is_zero_at_the_anchor_with_per_tensor_mean_gradient(
         torch.testing.assert_close(q.grad, 2 * q.detach() / q.numel())
 
 
-def test_ewc_with_uniform_fisher_is_the_weight_regularizer_up_to_scale() -> None:
-    params, anchors = [torch.randn(3, 3), torch.randn(5)], [torch.randn(3, 3), torch.randn(5)]
-    fisher = [torch.full((3, 3), 2.5), torch.full((5,), 2.5)]
-    assert losses.weight_regularizer(params, anchors, fisher) == pytest.approx(
-        2.5 * losses.weight_regularizer(params, anchors).item(), rel=1e-6)
+def test_fisher_penalty_is_an_element_sum_weighted_by_a_hand_fisher() -> None:
+    # EWC / GIFT's ewc_loss: Σ_j F_j (θ_j − θ0_j)² over every element of every tensor, no per-tensor mean
+    params = [torch.tensor([[1.0, 2.0], [0.0, 1.0]]), torch.tensor([3.0, 0.0, 1.0])]
+    anchors = [torch.zeros(2, 2), torch.tensor([1.0, 0.0, 0.0])]
+    fisher = [torch.tensor([[0.5, 1.0], [7.0, 2.0]]), torch.tensor([0.25, 9.0, 4.0])]
+    # 0.5·1 + 1·4 + 7·0 + 2·1 = 6.5;  0.25·4 + 9·0 + 4·1 = 5  →  11.5
+    assert losses.fisher_penalty(params, anchors, fisher).item() == pytest.approx(11.5)
+    p = [q.clone().requires_grad_() for q in params]
+    losses.fisher_penalty(p, anchors, fisher).backward()
+    for q, a, f in zip(p, anchors, fisher):  # ∂/∂θ = 2 F (θ − θ0), the same scale in every tensor
+        torch.testing.assert_close(q.grad, 2 * f * (q.detach() - a))
 
 
-def test_ewc_with_a_general_fisher_weights_each_entry() -> None:
-    params, anchors = [torch.randn(2, 2), torch.randn(3)], [torch.randn(2, 2), torch.randn(3)]
-    fisher = [torch.rand(2, 2), torch.rand(3)]
-    manual = sum(sum(f.flatten()[j].item() * (p.flatten()[j] - a.flatten()[j]).item() ** 2
-                     for j in range(p.numel())) / p.numel() for p, a, f in zip(params, anchors, fisher))
-    assert losses.weight_regularizer(params, anchors, fisher) == pytest.approx(manual, rel=1e-5)
-
-
-def test_fisher_is_mean_squared_gradient_and_normalisation_is_per_tensor() -> None:
+def test_fisher_is_the_mean_of_per_sample_squared_gradients() -> None:
     grads = [[torch.tensor([1.0, 2.0]), torch.tensor([[4.0]])], [torch.tensor([3.0, 0.0]), torch.tensor([[0.0]])]]
-    f1, f2 = losses.fisher_diagonal(grads)
-    torch.testing.assert_close(f1, torch.tensor([5.0, 2.0]))  # (1+9)/2, (4+0)/2
+    f1, f2 = losses.mean_squared_gradients(grads)
+    torch.testing.assert_close(f1, torch.tensor([5.0, 2.0]))  # (1+9)/2, (4+0)/2: unnormalised
     torch.testing.assert_close(f2, torch.tensor([[8.0]]))
-    n1, n2 = losses.normalize_per_tensor([f1, f2])
-    torch.testing.assert_close(n1, torch.tensor([5.0, 2.0]) / 3.5)
-    torch.testing.assert_close(n2, torch.tensor([[1.0]]))
     with pytest.raises(ValueError):
-        losses.fisher_diagonal([])
+        losses.mean_squared_gradients([])
+
+
+def test_gift_fisher_is_the_squared_gradient_normalised_to_mean_one_per_tensor() -> None:
+    # L = Σ c·w + Σ d·v (linear): ∇_w L = c, ∇_v L = d; an unused tensor u gets GIFT's 1e-6
+    w, v, u = torch.ones(2, requires_grad=True), torch.ones(3, requires_grad=True), torch.ones(2, requires_grad=True)
+    c, d = torch.tensor([1.0, 3.0]), torch.tensor([2.0, 0.0, 4.0])
+    fw, fv, fu = losses.gift_fisher((c * w).sum() + (d * v).sum(), [w, v, u])
+    torch.testing.assert_close(fw, torch.tensor([1.0, 9.0]) / 5.0)          # mean(1, 9) = 5
+    torch.testing.assert_close(fv, torch.tensor([4.0, 0.0, 16.0]) / (20 / 3))  # mean(4, 0, 16) = 20/3
+    torch.testing.assert_close(fu, torch.full((2,), 1e-6))
+    # GIFT's AWC penalty on top of it: Σ F̂ (θ − θ0)² with θ0 = 0, θ = 1 → Σ F̂ = 2 + 3 + 2e-6
+    zeros = [torch.zeros(2), torch.zeros(3), torch.zeros(2)]
+    assert losses.fisher_penalty([w, v, u], zeros, [fw, fv, fu]).item() == pytest.approx(5.0 + 2e-6, rel=1e-6)
 
 
 # ----- other distillations (METHOD §4) -----
@@ -211,6 +219,21 @@ def test_gift_alignment_shares_target_mass_within_a_class() -> None:
     # with all-distinct classes it is plain CLIP cross-entropy with diagonal targets
     eye = F.cross_entropy(z, torch.arange(4)) + F.cross_entropy(z.T, torch.arange(4))
     assert losses.gift_alignment_loss(img, text, torch.arange(4), 5.0) == pytest.approx(eye.item(), rel=1e-5)
+
+
+def test_gift_alignment_smooths_its_targets_as_gifts_code() -> None:
+    # GIFT: F.cross_entropy(logits, Y, label_smoothing=0.2) on soft targets = targets (1−ε)·Y + ε/B
+    img, text, eps = unit(4, 8), unit(4, 8), 0.2
+    classes = torch.tensor([0, 0, 1, 2])
+    z = 5 * img @ text.T
+    y = [[0.5, 0.5, 0, 0], [0.5, 0.5, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
+    manual = 0.0
+    for zz in (z, z.T):
+        logp = torch.log_softmax(zz, -1)
+        manual += -sum(((1 - eps) * y[i][j] + eps / 4) * logp[i, j].item() for i in range(4) for j in range(4)) / 4
+    value = losses.gift_alignment_loss(img, text, classes, 5.0, label_smoothing=eps)
+    assert value == pytest.approx(manual, rel=1e-5)
+    assert value != pytest.approx(losses.gift_alignment_loss(img, text, classes, 5.0).item(), rel=1e-3)
 
 
 # ----- Poincaré ball (METHOD §11 LatHAdapter) -----

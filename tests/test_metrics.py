@@ -263,3 +263,110 @@ def test_merged_index_evaluation_counts_only_same_set_hits() -> None:
     for name, (emb, labels) in {"a": a, "b": b}.items():
         single = knn_retrieval(emb, labels, 5, (5,))
         assert all(merged[name][key] <= single[key] + 1e-12 for key in ("top_1", "map@5", "mmp@5", "recall@5"))
+
+
+# ----------------------------------------------------------------------------- MAP@R, exactly
+def clustered(n_classes: int = 20, per_class: int = 75, dim: int = 32, noise: float = 1.2, seed: int = 0):
+    """~per_class noisy points around each of n_classes random centres (class sizes vary by ±5)."""
+    rng = np.random.default_rng(seed)
+    sizes = per_class + rng.integers(-5, 6, n_classes)
+    labels = np.repeat(np.arange(n_classes), sizes)
+    centres = rng.normal(size=(n_classes, dim))
+    return retrieval.l2_normalize(centres[labels] + noise * rng.normal(size=(len(labels), dim))), labels
+
+
+def slow_map_at_r(query_emb, query_labels, gallery_emb, gallery_labels, exclude_self: bool) -> float:
+    """Independent: the full float64 similarity row of each query, sorted, its own item removed by
+    identity, then (1/R) Σ_{r≤R} P@r·rel_r over the first R = n_q items."""
+    sims = np.asarray(query_emb, np.float64) @ np.asarray(gallery_emb, np.float64).T
+    total = 0.0
+    for q in range(len(sims)):
+        def relevant(j: int) -> bool:
+            return bool(gallery_labels[j] == query_labels[q])
+        order = [j for j in np.argsort(-sims[q], kind="stable") if not (exclude_self and j == q)]
+        r_q = sum(relevant(j) for j in order)
+        if r_q == 0:
+            continue
+        hits, ap = 0, 0.0
+        for rank, j in enumerate(order[:r_q], start=1):
+            if relevant(j):
+                hits += 1
+                ap += hits / rank
+        total += ap / r_q
+    return total / len(sims)
+
+
+def test_map_at_r_is_exact_when_classes_are_larger_than_k() -> None:
+    from pipeline.lib.evaluation import knn_retrieval
+
+    emb, labels = clustered()  # 1,500 points in 20 classes of ~75: R ≈ 74 > k = 20
+    got = knn_retrieval(emb, labels, 20, (1, 20))
+    reference = slow_map_at_r(emb, labels, emb, labels, exclude_self=True)
+    assert got["map@r"] == pytest.approx(reference, abs=1e-9)
+    # what the first k = 20 columns alone give: a lower bound far below the exact value
+    _, ids = retrieval.knn(emb, emb, 20, exclude_self=True)
+    truncated = metrics.map_at_r(metrics.relevance(labels, labels, ids),
+                                 metrics.count_positives(labels, labels, True)).mean()
+    assert truncated < 0.6 * reference
+    # the other metrics are unaffected by the second search
+    plain = metrics.ranking_metrics(metrics.relevance(labels, labels, ids),
+                                    metrics.count_positives(labels, labels, True), ks=(1, 20))
+    assert {k: v for k, v in got.items() if k not in ("map@r", "queries")} == plain
+
+
+def test_map_at_r_with_a_separate_gallery_and_a_small_search_budget() -> None:
+    from pipeline.lib import evaluation
+
+    emb, labels = clustered(n_classes=6, per_class=40, seed=1)
+    queries, gallery = np.arange(0, len(labels), 3), np.setdiff1d(np.arange(len(labels)), np.arange(0, len(labels), 3))
+    index = retrieval.build_index(emb[gallery])
+    _, ids = retrieval.knn(emb[queries], None, 5, exclude_self=False, index=index)
+    rel = metrics.relevance(labels[queries], labels[gallery], ids)
+    n_pos = metrics.count_positives(labels[queries], labels[gallery], exclude_self=False)
+    per_query = evaluation.map_at_r_exact(index, emb[queries], rel, n_pos, False,
+                                          lambda rows, found: metrics.relevance(labels[queries][rows], labels[gallery],
+                                                                                found), budget=100)  # 3 queries a chunk
+    assert per_query.mean() == pytest.approx(
+        slow_map_at_r(emb[queries], labels[queries], emb[gallery], labels[gallery], exclude_self=False), abs=1e-9)
+
+
+def test_map_at_r_needs_no_second_search_when_every_class_fits_in_k() -> None:
+    from pipeline.lib import evaluation
+
+    emb, labels = clustered(n_classes=100, per_class=8, seed=2)
+    index = retrieval.build_index(emb)
+    _, ids = retrieval.knn(emb, emb, 20, exclude_self=True, index=index)
+    rel, n_pos = metrics.relevance(labels, labels, ids), metrics.count_positives(labels, labels, True)
+    # an index that fails on any search proves the first k columns were enough
+    exact = evaluation.map_at_r_exact(None, emb, rel, n_pos, True, lambda rows, found: 1 / 0)
+    assert exact.mean() == pytest.approx(slow_map_at_r(emb, labels, emb, labels, True), abs=1e-9)
+
+
+def test_merged_index_map_at_r_is_exact() -> None:
+    from pipeline.lib.evaluation import merged_knn_retrieval
+
+    a = clustered(n_classes=5, per_class=40, dim=16, seed=4)
+    b = clustered(n_classes=4, per_class=30, dim=16, seed=5)  # labels 0-3 also in a: only the set tells them apart
+    merged = merged_knn_retrieval({"a": a, "b": b}, k=10, ks=(10,))
+    emb = np.concatenate([a[0], b[0]])
+    labels = np.concatenate([a[1], b[1]])
+    domains = np.repeat([0, 1], [len(a[1]), len(b[1])])
+    for name, rows in {"a": slice(0, len(a[1])), "b": slice(len(a[1]), len(labels))}.items():
+        assert merged[name]["map@r"] == pytest.approx(slow_map_at_r_rows(emb, labels, domains, rows), abs=1e-9)
+
+
+def slow_map_at_r_rows(emb, labels, domains, rows: slice) -> float:
+    """slow_map_at_r over the merged index, averaged over the queries in `rows` only."""
+    values = []
+    for q in range(rows.start, rows.stop):
+        sims = np.asarray(emb, np.float64) @ np.asarray(emb[q], np.float64)
+        order = [j for j in np.argsort(-sims, kind="stable") if j != q]
+        rel = [labels[j] == labels[q] and domains[j] == domains[q] for j in order]
+        r_q = sum(rel)
+        hits, ap = 0, 0.0
+        for rank, hit in enumerate(rel[:r_q], start=1):
+            if hit:
+                hits += 1
+                ap += hits / rank
+        values.append(ap / r_q if r_q else 0.0)
+    return float(np.mean(values))

@@ -62,6 +62,26 @@ def test_repro_writes_the_report_with_fig1_deltas(reproduced: Path) -> None:
     assert set(teacher["zero_shot"]) == {"shapes", "animals"}
 
 
+def test_fewshot_reads_the_teachers_features_and_uses_its_logit_scale(reproduced: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import io as pio
+    from pipeline.config import load_params
+    from pipeline.stages.fewshot import frozen_features
+
+    monkeypatch.chdir(reproduced)  # data/ is relative to the project root
+    params = load_params("params.yaml")
+    assert params.fewshot.dataset == params.roles.generic
+    # no model: embedding anything would fail, so the train features come from the `features` stage
+    emb, labels, names = frozen_features(params, "train", None, {}, torch.device("cpu"))
+    shared, table = pio.read_embeddings(Path("data/features") / f"{params.roles.generic}__train__images.parquet")
+    keep = (table["subset"] == params.fewshot.subset).to_numpy()
+    assert torch.equal(emb, torch.from_numpy(shared[keep])) and labels.tolist() == table["label"].to_numpy()[keep].tolist()
+    result = json.loads(Path("data/eval/fewshot.json").read_text())
+    teacher = json.loads(Path("data/teacher/teacher.json").read_text())
+    assert result["settings"]["logit_scale"] == teacher["logit_scale"]
+    assert set(result["tip_adapter_search"]) == {str(k) for k in params.fewshot.shots} and result["val_images"] > 0
+
+
 def test_second_repro_is_a_noop(reproduced: Path) -> None:
     out = run([str(BIN / "dvc"), "repro"], reproduced)
     assert ran_stages(out.stdout) == set(), out.stdout
@@ -79,7 +99,7 @@ def test_param_change_reruns_only_finetuning_and_dependents(reproduced: Path) ->
 
 def test_compare_suite_runs_every_method_and_the_wise_ft_curve(reproduced: Path) -> None:
     out = run([str(BIN / "dvc"), "exp", "run", "-S", "experiment=tiny", "-S", "suite=compare",
-               "-S", "methods.lp_ft.lp_steps=3"], reproduced)
+               "-S", "methods.lp_ft.lp_max_steps=3"], reproduced)
     ran = ran_stages(out.stdout)
     new = {"infuse_distill", "infuse_weights", "infuse_online", "lp_ft", "lwf", "gram", "ewc", "lora", "gift"}
     assert {f"finetune@{m}" for m in new} <= ran
@@ -99,7 +119,7 @@ def test_compare_suite_runs_every_method_and_the_wise_ft_curve(reproduced: Path)
     assert set(wise) == {"0", "0.25", "0.5", "0.75", "1"}
     assert (reproduced / "data/runs/ewc/fisher.pt").is_file()
     lp_ft = json.loads((reproduced / "data/runs/lp_ft/train.json").read_text())
-    assert lp_ft["steps"] == 3 + lp_ft["config"]["steps"]
+    assert lp_ft["steps"] == lp_ft["config"]["steps"] and 1 <= lp_ft["probe_steps"] <= 3  # the probe runs first
     assert (reproduced / "reports/retention.png").stat().st_size > 10_000
 
 
@@ -120,7 +140,7 @@ def test_snakemake_runs_the_same_pipeline(reproduced: Path, tmp_path: Path) -> N
 
 def test_killed_finetune_resumes_to_the_same_weights(tmp_path: Path) -> None:
     project = copy_project(tmp_path / "resume")
-    overrides = ["experiment=tiny", "finetune.steps=120", "finetune.checkpoint_every=10", "finetune.eval_every=40"]
+    overrides = ["experiment=tiny", "finetune.steps=120", "finetune.checkpoint_every=10", "finetune.validations=5"]
     run([sys.executable, "-m", "pipeline", "configure", *overrides], project)
     for stage in (["prepare", "glyphs"], ["prepare", "web"], ["teacher"], ["features"]):
         run([sys.executable, "-m", "pipeline", *stage], project)

@@ -5,17 +5,48 @@ test evaluation compute their numbers the same way.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from pipeline.lib import metrics, retrieval
 
 
+# neighbour ids (+ scores) the second, MAP@R search holds at once: ~200 MB, whatever the largest class
+MAP_AT_R_BUDGET = 2 ** 24
+
+
+def map_at_r_exact(index, query_emb: np.ndarray, rel: np.ndarray, n_pos: np.ndarray, exclude_self: bool,
+                   relevant: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                   budget: int = MAP_AT_R_BUDGET) -> np.ndarray:
+    """Per-query MAP@R from R = n_q neighbours (Musgrave et al.), exactly.
+
+    The first search's k columns (`rel`) are enough for every query with R <= k; only the queries of
+    larger classes are searched again, with k = their largest R (+1 for the query itself), in chunks
+    of `budget // k` queries, so memory is bounded by the largest class. When every class has <= k
+    items there is no second search. `relevant(rows, ids)` is the relevance of neighbour `ids` to
+    the queries `rows` (same label, and same set in a merged index).
+    """
+    out = metrics.map_at_r(rel, n_pos)  # exact where R <= the columns searched
+    long = np.flatnonzero(n_pos > rel.shape[1])
+    if not len(long):
+        return out
+    k_r = int(n_pos[long].max())
+    chunk = max(1, budget // (k_r + 1))
+    for start in range(0, len(long), chunk):
+        rows = long[start:start + chunk]
+        if exclude_self:
+            _, ids = retrieval.search_excluding(index, query_emb[rows], rows, k_r)
+        else:
+            _, ids = retrieval.search(index, query_emb[rows], k_r)
+        out[rows] = metrics.map_at_r(relevant(rows, ids), n_pos[rows])
+    return out
+
+
 def knn_retrieval(query_emb: np.ndarray, query_labels: np.ndarray, k: int, ks: Sequence[int],
                   index_emb: np.ndarray | None = None, index_labels: np.ndarray | None = None,
                   index=None, with_map_at_r: bool = True) -> dict[str, float]:
-    """Image-to-image kNN metrics (METHOD §7.1).
+    """Image-to-image kNN metrics (METHOD §7.1); MAP@R exact (`map_at_r_exact`).
 
     Without a separate index set, the query set is searched against itself and each query is
     removed from its own list (n_q excludes it too); with `index_emb` (InShop style) it is not.
@@ -24,10 +55,15 @@ def knn_retrieval(query_emb: np.ndarray, query_labels: np.ndarray, k: int, ks: S
     exclude_self = index_emb is None
     gallery = query_emb if exclude_self else index_emb
     gallery_labels = query_labels if exclude_self else index_labels
+    index = index if index is not None else retrieval.build_index(gallery, "flat")
     _, ids = retrieval.knn(query_emb, gallery, k, exclude_self=exclude_self, index=index)
     rel = metrics.relevance(query_labels, gallery_labels, ids)
     n_pos = metrics.count_positives(query_labels, gallery_labels, exclude_self=exclude_self)
-    out = metrics.ranking_metrics(rel, n_pos, ks=tuple(ks), with_map_at_r=with_map_at_r)
+    out = metrics.ranking_metrics(rel, n_pos, ks=tuple(ks))
+    if with_map_at_r:
+        out["map@r"] = float(map_at_r_exact(
+            index, query_emb, rel, n_pos, exclude_self,
+            lambda rows, found: metrics.relevance(query_labels[rows], gallery_labels, found)).mean())
     out["queries"] = float(len(query_labels))
     return out
 
@@ -40,13 +76,17 @@ def merged_knn_retrieval(sets: dict[str, tuple[np.ndarray, np.ndarray]], k: int,
     emb = np.concatenate([sets[n][0] for n in names])
     labels = np.concatenate([sets[n][1] for n in names])
     domains = np.concatenate([np.full(len(sets[n][1]), i) for i, n in enumerate(names)])
-    _, ids = retrieval.knn(emb, emb, k, exclude_self=True)
+    index = retrieval.build_index(emb, "flat")
+    _, ids = retrieval.knn(emb, emb, k, exclude_self=True, index=index)
     rel = metrics.relevance(labels, labels, ids, domains, domains)
     n_pos = metrics.count_positives(labels, labels, True, domains, domains)
+    map_r = map_at_r_exact(index, emb, rel, n_pos, True, lambda rows, found: metrics.relevance(
+        labels[rows], labels, found, domains[rows], domains))
     out, start = {}, 0
     for i, name in enumerate(names):
         rows = slice(start, start + len(sets[name][1]))
-        out[name] = metrics.ranking_metrics(rel[rows], n_pos[rows], ks=tuple(ks), with_map_at_r=True)
+        out[name] = {**metrics.ranking_metrics(rel[rows], n_pos[rows], ks=tuple(ks)),
+                     "map@r": float(map_r[rows].mean())}
         start = rows.stop
     return out
 

@@ -5,11 +5,17 @@ shots per base class, and the frozen text embeddings `t` [C, D] of class prompts
 base classes; `predict` scores any class set given its text embeddings, so base-trained methods
 that go through text (zero-shot, CLIP-Adapter, LatHAdapter) also classify unseen (novel) classes.
 
+s is the model's own logit scale (the teacher's `logit_scale`: SigLIP's in the paper preset) unless
+`fewshot.settings.logit_scale` overrides it.
+
 - zero-shot: s·cos(f, t_c).
 - linear probe: a linear head on f trained with cross-entropy (base classes only; no novel classes).
 - CLIP-Adapter: f' = α·MLP(f) + (1−α)·f, then s·cos(f', t_c) (Gao et al.; α = 0.2, MLP D→D/4→D).
-- Tip-Adapter: training-free cache, s·f·tᵀ + α·exp(−β(1 − f·F_cacheᵀ))·L_onehot (Zhang et al.; α=1,
-  β=5.5); novel classes have no cached shots, so it falls back to zero-shot there.
+- Tip-Adapter (training-free, Zhang et al.): s·f·tᵀ + α·exp(−β(1 − f·F_cacheᵀ))·L_onehot. As its
+  official code, α and β are searched on the validation split (here: the few-shot set's val images of
+  the base classes) over its grid β ∈ {0.1 + i·(β_max − 0.1)/n_β}, α ∈ {0.1 + j·(α_max − 0.1)/n_α}
+  (its ImageNet config: β_max 7, α_max 3, n_β 200, n_α 20), keeping the first best accuracy; novel
+  classes have no cached shots, so it falls back to zero-shot there.
 - LatHAdapter (our form; the paper's equations were not available, only its abstract): M learnable
   attribute vectors shared by all classes; class c's attributes are t_c + a_m. Images, classes and
   attributes pass through small residual adapters, are normalised, scaled by learnable radii and
@@ -20,12 +26,23 @@ that go through text (zero-shot, CLIP-Adapter, LatHAdapter) also classify unseen
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import FewShotSettings
 from pipeline.lib import losses
+
+
+def _scale(s: FewShotSettings) -> float:
+    if s.logit_scale is None:
+        raise ValueError("fewshot logit_scale is unset: the stage sets the model's own (teacher spec `logit_scale`)")
+    return float(s.logit_scale)
+
+
+Validation = Optional[tuple[torch.Tensor, torch.Tensor]]  # (features, labels) of val images of the fitted classes
 
 
 def _train(module: nn.Module, loss_fn, s: FewShotSettings) -> None:
@@ -40,8 +57,9 @@ def _train(module: nn.Module, loss_fn, s: FewShotSettings) -> None:
 
 
 class ZeroShot:
-    def fit(self, f: torch.Tensor, y: torch.Tensor, t: torch.Tensor, s: FewShotSettings) -> "ZeroShot":
-        self.scale = s.logit_scale
+    def fit(self, f: torch.Tensor, y: torch.Tensor, t: torch.Tensor, s: FewShotSettings,
+            val: Validation = None) -> "ZeroShot":
+        self.scale = _scale(s)
         return self
 
     def predict(self, f: torch.Tensor, t: torch.Tensor, base: bool) -> torch.Tensor:
@@ -51,10 +69,11 @@ class ZeroShot:
 class LinearProbe:
     novel = False  # a head per base class: nothing to say about unseen classes
 
-    def fit(self, f: torch.Tensor, y: torch.Tensor, t: torch.Tensor, s: FewShotSettings) -> "LinearProbe":
+    def fit(self, f: torch.Tensor, y: torch.Tensor, t: torch.Tensor, s: FewShotSettings,
+            val: Validation = None) -> "LinearProbe":
         torch.manual_seed(s.seed)
         # inputs scaled like CLIP logits: unit-norm features would need large weights (slow under Adam)
-        self.scale, self.head = s.logit_scale, nn.Linear(f.shape[1], t.shape[0])
+        self.scale, self.head = _scale(s), nn.Linear(f.shape[1], t.shape[0])
         _train(self.head, lambda: F.cross_entropy(self.head(self.scale * f), y), s)
         return self
 
@@ -73,8 +92,9 @@ class ClipAdapter(nn.Module):
     def adapt(self, f: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.ratio * self.mlp(f) + (1 - self.ratio) * f, dim=-1)
 
-    def fit(self, f: torch.Tensor, y: torch.Tensor, t: torch.Tensor, s: FewShotSettings) -> "ClipAdapter":
-        self.scale = s.logit_scale
+    def fit(self, f: torch.Tensor, y: torch.Tensor, t: torch.Tensor, s: FewShotSettings,
+            val: Validation = None) -> "ClipAdapter":
+        self.scale = _scale(s)
         _train(self, lambda: F.cross_entropy(self.scale * self.adapt(f) @ t.T, y), s)
         return self
 
@@ -83,20 +103,46 @@ class ClipAdapter(nn.Module):
         return self.scale * self.adapt(f) @ t.T
 
 
+def tip_grid(scale: float, steps: int) -> list[float]:
+    """Tip-Adapter's search values: 0.1 + i·(scale − 0.1)/steps, i = 0 .. steps−1 (its `search_hp`)."""
+    return [0.1 + i * (scale - 0.1) / steps for i in range(steps)]
+
+
 class TipAdapter:
     def __init__(self, alpha: float = 1.0, beta: float = 5.5):
-        self.alpha, self.beta = alpha, beta
+        self.alpha, self.beta = alpha, beta  # Tip-Adapter's paper defaults, used when there is nothing to search on
 
-    def fit(self, f: torch.Tensor, y: torch.Tensor, t: torch.Tensor, s: FewShotSettings) -> "TipAdapter":
-        self.keys, self.values, self.scale = f, F.one_hot(y, t.shape[0]).float(), s.logit_scale
+    def fit(self, f: torch.Tensor, y: torch.Tensor, t: torch.Tensor, s: FewShotSettings,
+            val: Validation = None) -> "TipAdapter":
+        self.keys, self.values, self.scale, self.text = f, F.one_hot(y, t.shape[0]).float(), _scale(s), t
+        if val is not None:
+            self.beta, self.alpha, self.val_accuracy = self.search(*val, s)
         return self
 
+    def logits(self, f: torch.Tensor, t: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+        return self.scale * f @ t.T + alpha * torch.exp(-beta * (1 - f @ self.keys.T)) @ self.values
+
+    @torch.no_grad()
+    def search(self, f_val: torch.Tensor, y_val: torch.Tensor, s: FewShotSettings) -> tuple[float, float, float]:
+        """(β, α, val accuracy) of the grid point with the best val accuracy, β outer and α inner and
+        the first best kept, as Tip-Adapter's `search_hp`."""
+        if not len(y_val):
+            raise ValueError("Tip-Adapter searches α, β on validation images of the cached classes, and got none")
+        zero_shot, affinity = self.scale * f_val @ self.text.T, f_val @ self.keys.T  # both independent of α, β
+        alphas = tip_grid(s.tip_search_scale[1], s.tip_search_steps[1])
+        best = (0.0, 0.0, -1.0)
+        for beta in tip_grid(s.tip_search_scale[0], s.tip_search_steps[0]):
+            cache = torch.exp(-beta * (1 - affinity)) @ self.values
+            for alpha in alphas:  # strict improvement only: the first best in (β, α) order is kept
+                acc = accuracy(zero_shot + alpha * cache, y_val)
+                if acc > best[2]:
+                    best = (beta, alpha, acc)
+        return best
+
     def predict(self, f: torch.Tensor, t: torch.Tensor, base: bool) -> torch.Tensor:
-        zero_shot = self.scale * f @ t.T
         if not base:  # no cached shots of unseen classes
-            return zero_shot
-        affinity = torch.exp(-self.beta * (1 - f @ self.keys.T))
-        return zero_shot + self.alpha * affinity @ self.values
+            return self.scale * f @ t.T
+        return self.logits(f, t, self.alpha, self.beta)
 
 
 class LatHAdapter(nn.Module):
@@ -126,7 +172,7 @@ class LatHAdapter(nn.Module):
 
     def logits(self, img: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
         if self.s.geometry == "cosine":
-            return self.s.logit_scale * img @ cls.T
+            return _scale(self.s) * img @ cls.T
         return -losses.pairwise_poincare_distance(img, cls, self.s.curvature) / self.s.temperature
 
     def loss(self, f: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -145,7 +191,8 @@ class LatHAdapter(nn.Module):
         to_attr = losses.poincare_distance_from_gram(dots, img.pow(2).sum(-1, keepdim=True), attr2, self.s.curvature)
         return ce + self.s.hierarchy_weight * (hier + to_attr.min(1).values.mean())
 
-    def fit(self, f: torch.Tensor, y: torch.Tensor, t: torch.Tensor, s: FewShotSettings) -> "LatHAdapter":
+    def fit(self, f: torch.Tensor, y: torch.Tensor, t: torch.Tensor, s: FewShotSettings,
+            val: Validation = None) -> "LatHAdapter":
         _train(self, lambda: self.loss(f, y, t), s)
         return self
 

@@ -1,72 +1,64 @@
-"""LoRA on the vision tower: low-rank updates of the attention and MLP weights, θ0 frozen.
+"""LoRA on the vision tower with `peft`: low-rank updates of the attention and MLP weights, θ0 frozen.
 
-Each target weight W becomes W + (α/r)·B·A through `torch.nn.utils.parametrize`, so the tower's own
-forward (open_clip's attention reads `in_proj_weight` directly) needs no change. B starts at zero:
-training starts exactly at θ0. For evaluation the updates are merged into plain weights with the
-tower's original tensor names, so every later stage reads a LoRA model like any other checkpoint.
+The targets are chosen by module name inside the transformer blocks, so both vision towers open_clip
+builds are covered:
+- open_clip `VisionTransformer` (`transformer.resblocks.N`): the attention is an
+  `nn.MultiheadAttention`, which peft wraps as a whole (its LoRA layer adapts `in_proj_weight` and
+  `out_proj` together; peft cannot target one of them alone), and the MLP's `c_fc`, `c_proj`;
+- timm towers (`TimmModel`, e.g. `ViT-B-16-SigLIP`: `trunk.blocks.N`): `attn.qkv`, `attn.proj`,
+  `mlp.fc1`, `mlp.fc2`.
+Anything outside the blocks (patch embedding, attention-pool head, projection) stays frozen. peft's
+defaults: B = 0, so training starts exactly at θ0; A Kaiming-uniform; no bias updates; scale α/r.
+For evaluation the updates are merged and the wrappers unloaded (`merge_and_unload`), so the
+checkpoint holds the tower's original tensor names and later stages read it like any other.
 """
 from __future__ import annotations
 
-import math
-from typing import Iterator
+import copy
+import re
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
+
+BLOCK_CONTAINERS = ("resblocks", "blocks")  # open_clip VisionTransformer | timm ViT
+_IN_BLOCK = re.compile(rf"(^|\.)({'|'.join(BLOCK_CONTAINERS)})\.\d+\.")
 
 
-class LowRankDelta(nn.Module):
-    """W ↦ W + (α/r)·B·A with A [r, in] random, B [out, r] zero."""
-
-    def __init__(self, out_features: int, in_features: int, rank: int, alpha: float, generator: torch.Generator):
-        super().__init__()
-        self.A = nn.Parameter(torch.randn(rank, in_features, generator=generator) / math.sqrt(in_features))
-        self.B = nn.Parameter(torch.zeros(out_features, rank))
-        self.scale = alpha / rank
-
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight + self.scale * (self.B @ self.A).to(weight.dtype)
-
-
-def lora_targets(visual: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
-    """(module name, module, tensor name) of every attention and MLP weight in the transformer blocks."""
+def lora_targets(visual: nn.Module) -> list[str]:
+    """Names of the attention and MLP modules of every transformer block, as peft `target_modules`."""
+    attention = {name for name, m in visual.named_modules() if isinstance(m, nn.MultiheadAttention)}
+    targets = []
     for name, module in visual.named_modules():
-        if ".resblocks." not in f".{name}.":
+        if not _IN_BLOCK.search(name):
             continue
-        if isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
-            yield name, module, "in_proj_weight"
-        elif isinstance(module, nn.Linear):  # attention out_proj, MLP c_fc / c_proj
-            yield name, module, "weight"
+        if name in attention:
+            targets.append(name)  # in_proj + out_proj through peft's MultiheadAttention layer
+        elif isinstance(module, nn.Linear) and name.rpartition(".")[0] not in attention:
+            targets.append(name)  # MLP layers, timm's qkv / proj (an MHA's out_proj comes with the MHA)
+    return targets
 
 
-def add_lora(visual: nn.Module, rank: int, alpha: float, seed: int = 0) -> list[nn.Parameter]:
-    """Freeze the tower and attach LoRA updates in place; returns the trainable LoRA tensors."""
+def add_lora(visual: nn.Module, rank: int, alpha: float, seed: int = 0) -> nn.Module:
+    """The tower wrapped with trainable LoRA updates (θ0 frozen); the global RNG is left untouched."""
+    from peft import LoraConfig, LoraModel
+
     if rank < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
-    visual.requires_grad_(False)
-    gen = torch.Generator().manual_seed(seed)
-    trainable = []
-    for _, module, tensor in list(lora_targets(visual)):
-        out_f, in_f = getattr(module, tensor).shape
-        delta = LowRankDelta(out_f, in_f, rank, alpha, gen).to(getattr(module, tensor).device)
-        parametrize.register_parametrization(module, tensor, delta)
-        trainable += [delta.A, delta.B]
-    if not trainable:
-        raise ValueError("no attention / MLP weights found under `resblocks` for LoRA")
-    return trainable
+    targets = lora_targets(visual)
+    if not targets:
+        raise ValueError(f"no attention / MLP modules found in the blocks ({' or '.join(BLOCK_CONTAINERS)}.N) "
+                         f"of {type(visual).__name__} for LoRA")
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0, bias="none")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return LoraModel(visual, config, "default")
 
 
+def merged_tower(model: nn.Module) -> nn.Module:
+    """A plain copy of the tower with the LoRA updates folded in (the training model is not touched)."""
+    return copy.deepcopy(model).merge_and_unload()
 
-def merged_state_dict(visual: nn.Module) -> dict[str, torch.Tensor]:
-    """The tower's weights with LoRA updates folded in, under the original tensor names (CPU).
 
-    Read through the parametrizations (W + (α/r)·B·A) rather than removing them:
-    `remove_parametrizations` cannot restore nn.MultiheadAttention's `in_proj_weight`.
-    """
-    state = {k: v for k, v in visual.state_dict().items() if ".parametrizations." not in f".{k}"}
-    with torch.no_grad():
-        for name, module in visual.named_modules():
-            if parametrize.is_parametrized(module):
-                for tensor in module.parametrizations.keys():
-                    state[f"{name}.{tensor}" if name else tensor] = getattr(module, tensor)
-    return {k: v.detach().cpu().clone() for k, v in state.items()}
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The merged tower's weights under the original tensor names, on the CPU."""
+    return {k: v.detach().cpu().clone() for k, v in merged_tower(model).state_dict().items()}

@@ -55,37 +55,63 @@ def embedding_distillation_loss(student: torch.Tensor, teacher: torch.Tensor) ->
     return ((student.float() - teacher.float()) ** 2).mean()
 
 
-def weight_regularizer(params: Sequence[torch.Tensor], anchors: Sequence[torch.Tensor],
-                       weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-    """R_w = Σ_ℓ mean_j(w_ℓj·(θ_ℓj − θ0_ℓj)²): a SUM over tensors of per-tensor MEANS, not a global sum (METHOD §3.3).
+def weight_regularizer(params: Sequence[torch.Tensor], anchors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """R_w = Σ_ℓ mean_j (θ_ℓj − θ0_ℓj)²: a SUM over tensors of per-tensor MEANS, not a global sum (METHOD §3.3).
 
-    `weights=None` is w ≡ 1 (the reference L2-SP form); a per-tensor Fisher gives EWC / GIFT's AWC. The caller
-    passes vision-tower tensors only: the classifier head is excluded from R_w by the caller.
+    The reference's L2-SP form; its per-element pull scales with 1/(tensor size). The caller passes
+    vision-tower tensors only: the classifier head is excluded from R_w.
     """
-    if weights is None:
-        weights = [None] * len(params)
-    terms = []
-    for p, a, w in zip(params, anchors, weights, strict=True):
-        sq = (p.float() - a.detach().float()) ** 2
-        terms.append((sq if w is None else w.detach().float() * sq).mean())
+    terms = [((p.float() - a.detach().float()) ** 2).mean() for p, a in zip(params, anchors, strict=True)]
     return torch.stack(terms).sum() if terms else torch.zeros(())
 
 
-def fisher_diagonal(grads_per_batch: Iterable[Sequence[torch.Tensor]]) -> list[torch.Tensor]:
-    """Empirical diagonal Fisher F = mean_batches g², per tensor."""
+def fisher_penalty(params: Sequence[torch.Tensor], anchors: Sequence[torch.Tensor],
+                   fisher: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Σ_ℓ Σ_j F_ℓj (θ_ℓj − θ0_ℓj)²: an ELEMENT sum over every tensor (EWC; GIFT's `ewc_loss`).
+
+    EWC (Kirkpatrick et al.) writes (λ/2)·Σ F(θ − θ*)²; our λ_ewc multiplies the sum without the ½.
+    """
+    terms = [(f.detach().float() * (p.float() - a.detach().float()) ** 2).sum()
+             for p, a, f in zip(params, anchors, fisher, strict=True)]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
+def mean_squared_gradients(grads_per_sample: Iterable[Sequence[torch.Tensor]]) -> list[torch.Tensor]:
+    """Diagonal empirical Fisher F = (1/N) Σ_n g_n², per tensor, from per-sample gradients g_n."""
     total, n = None, 0
-    for grads in grads_per_batch:
+    for grads in grads_per_sample:
         sq = [g.detach().float() ** 2 for g in grads]
         total = sq if total is None else [t + s for t, s in zip(total, sq, strict=True)]
         n += 1
     if total is None:
-        raise ValueError("fisher_diagonal needs at least one batch of gradients")
+        raise ValueError("the Fisher needs the gradient of at least one sample")
     return [t / n for t in total]
 
 
-def normalize_per_tensor(fisher: Sequence[torch.Tensor], eps: float = 1e-12) -> list[torch.Tensor]:
-    """F_ℓ / (mean(F_ℓ) + eps): every tensor gets mean weight 1 (GIFT's adaptive weight consolidation)."""
-    return [f / (f.mean() + eps) for f in fisher]
+GIFT_NO_GRADIENT = 1e-6  # GIFT's Fisher entry for a tensor the distillation loss does not reach
+
+
+def gift_fisher(loss: torch.Tensor, params: Sequence[torch.Tensor], eps: float = 1e-12) -> list[torch.Tensor]:
+    """GIFT's adaptive-weight-consolidation Fisher of one batch: F̂_ℓ = g_ℓ² / mean(g_ℓ²), g = ∇_θ loss.
+
+    As GIFT's `finetune_gift.py`: the squared gradient of this batch's distillation losses, normalised
+    to mean 1 within each tensor, detached; a tensor without a gradient gets 1e-6 everywhere. `eps`
+    only guards a tensor whose gradient is exactly zero (GIFT would divide by 0).
+    """
+    grads = torch.autograd.grad(loss, list(params), retain_graph=True, allow_unused=True)
+    out = []
+    for g, p in zip(grads, params, strict=True):
+        if g is None:
+            out.append(torch.full_like(p, GIFT_NO_GRADIENT, dtype=torch.float32).detach())
+        else:
+            sq = g.detach().float() ** 2
+            out.append(sq / (sq.mean() + eps))
+    return out
+
+
+def zero_shot_logits(emb: torch.Tensor, prototypes: torch.Tensor, scale: float) -> torch.Tensor:
+    """CLIP logits of L2-normalised image embeddings against class-prompt text embeddings."""
+    return scale * _fp32_matmul(emb.float(), prototypes.float().T)
 
 
 def logit_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -127,15 +153,18 @@ def gift_contrastive_distillation(student_img: torch.Tensor, teacher_img: torch.
 
 
 def gift_alignment_loss(student_img: torch.Tensor, text: torch.Tensor, class_ids: torch.Tensor,
-                        logit_scale: float) -> torch.Tensor:
-    """GIFT L_ita = CE_soft(Z, Y) + CE_soft(Zᵀ, Y), Z = s·I Tᵀ, Y_ij = 1[c_i = c_j] row-normalised (METHOD §11).
+                        logit_scale: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """GIFT L_ita = CE(Z, Y_ε) + CE(Zᵀ, Y_ε), Z = s·I Tᵀ over B images × B texts (METHOD §11).
 
-    Y is symmetric before normalisation, so the same Y serves both directions; same-class pairs share target mass.
+    Y_ij = 1[c_i = c_j] row-normalised (same-class pairs share target mass; symmetric before
+    normalisation, so the same Y serves both directions). As GIFT's code, the targets are smoothed by
+    `F.cross_entropy(..., label_smoothing=ε)`: Y_ε = (1 − ε)·Y + ε/B (GIFT: ε = 0.2, its `--ls`).
     """
     z = logit_scale * _fp32_matmul(student_img, text.T)
     same = (class_ids[:, None] == class_ids[None, :]).float()
     y = same / same.sum(1, keepdim=True)
-    return _soft_ce(z, y) + _soft_ce(z.T, y)
+    return (F.cross_entropy(z, y, label_smoothing=label_smoothing)
+            + F.cross_entropy(z.T, y, label_smoothing=label_smoothing))
 
 
 # ----- Poincaré ball of curvature −c (LatHAdapter-style hierarchy; METHOD §11) -----

@@ -68,8 +68,8 @@ def per_query_metrics(rel: np.ndarray, n_pos: np.ndarray, k: int) -> dict[str, n
 def map_at_r(rel: np.ndarray, n_pos: np.ndarray) -> np.ndarray:
     """Per-query MAP@R (Musgrave et al.): (1/R) Σ_{r≤R} P@r·rel_r with R = n_q; 0 when R = 0.
 
-    Exact only when rel has >= R columns. With fewer (R > k) the missing ranks count as misses
-    but the sum is still divided by R, so the value is a lower bound.
+    Exact only for rows with >= R columns; a row with fewer (R > k) counts the missing ranks as
+    misses, a lower bound: `evaluation.map_at_r_exact` searches those queries again with k = R.
     """
     r = np.asarray(rel, bool).astype(np.float64)
     n_pos = np.asarray(n_pos, np.int64)

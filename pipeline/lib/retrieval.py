@@ -90,7 +90,7 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, chunk_size: int = 81
     return scores, ids
 
 
-def knn(queries: np.ndarray, index_embeddings: np.ndarray, k: int, exclude_self: bool,
+def knn(queries: np.ndarray, index_embeddings: np.ndarray | None, k: int, exclude_self: bool,
         index: faiss.Index | None = None, chunk_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """Exact kNN (scores, ids), exactly min(k, ntotal - exclude_self) columns.
 
@@ -104,22 +104,25 @@ def knn(queries: np.ndarray, index_embeddings: np.ndarray, k: int, exclude_self:
     if len(queries) != index.ntotal:
         raise ValueError(f"exclude_self needs the query set to be the index set "
                          f"({len(queries)} queries, {index.ntotal} indexed)")
-    return _without_own(*search(index, queries, k + 1, chunk_size), np.arange(len(queries)))
+    return search_excluding(index, queries, np.arange(len(queries)), k, chunk_size)
 
 
 def neighbours_of(rows: np.ndarray, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact kNN (scores, positions) of some items of `embeddings` among all of them, each item
     itself excluded as in `knn(..., exclude_self=True)`; costs len(rows) queries, not len(embeddings)."""
     rows = np.asarray(rows, np.int64)
-    scores, ids = search(build_index(embeddings, "flat"), np.asarray(embeddings)[rows], k + 1)
-    return _without_own(scores, ids, rows)
+    return search_excluding(build_index(embeddings, "flat"), np.asarray(embeddings)[rows], rows, k)
 
 
-def _without_own(scores: np.ndarray, ids: np.ndarray, own_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Remove each row's own id (by id: a duplicate vector may rank first); if it is absent, drop the last."""
+def search_excluding(index: faiss.Index, queries: np.ndarray, own_ids: np.ndarray, k: int,
+                     chunk_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """The k neighbours of each query other than itself (query i is index item own_ids[i]): k+1 are
+    searched and the own id dropped by id (a duplicate vector may rank first; if the own id is
+    absent, the last is dropped); min(k, ntotal − 1) columns."""
+    scores, ids = search(index, queries, k + 1, chunk_size)
     if ids.shape[1] == 0:
         return scores, ids
-    own = ids == own_ids[:, None]
+    own = ids == np.asarray(own_ids)[:, None]
     drop = np.where(own.any(1), own.argmax(1), ids.shape[1] - 1)
     keep = np.ones(ids.shape, bool)
     keep[np.arange(len(ids)), drop] = False

@@ -1,84 +1,175 @@
-"""The fine-tuning step: what one target or generic batch contributes (METHOD §3.4, §4).
+"""The fine-tuning step and loop: what one target or generic batch contributes (METHOD §3.4, §4), the
+step schedule, LP-FT's linear probe, checkpoint selection.
 
-    target step:  L = L_cls(NormFace/ArcFace/CosFace) + λ_w·R_w + λ_ewc·R_F
-    generic step: L = λ_d·L_distill + λ_lwf·L_lwf + λ_gram·L_gram + λ_gift·L_gift + λ_w·R_w + λ_ewc·R_F
-                      (+ λ_awc·R_AWC, GIFT's Fisher of L_gift recomputed on this batch)
-    probe step:   L = L_cls with the encoder frozen (the LP phase of LP-FT)
+    target step:  L = L_cls(NormFace/ArcFace/CosFace) + Σ λ_t·term_t   (terms on target and every batch)
+    generic step: L = Σ λ_t·term_t                                     (terms on generic and every batch)
 
-R_w pulls the vision tower toward θ0 (the pretrained weights) uniformly, R_F with EWC's Fisher
-weights; the classifier head is excluded from both. Every retention method is a choice of these
-weights (params.yaml `methods.<name>`): `infuse` is λ_d, λ_w > 0, `naive` all zero, `lwf` λ_lwf...
-The loop itself (data, validation, checkpoints) lives in the `finetune` stage; this module holds
-the state that a checkpoint must capture and the arithmetic of a step.
+The terms, their λ keys and what they need live in one registry, `pipeline.lib.retention`; the
+schedule, the params validation and these steps read it. Every retention method is a choice of λs
+(params.yaml `methods.<name>`): `infuse` is λ_d, λ_w > 0, `naive` all zero, `ewc` λ_ewc...
+The stage (`pipeline.stages.finetune`) does the I/O: data, teacher targets, checkpoint files.
 """
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import FinetuneCfg
-from pipeline.lib import lora, losses
+from pipeline.lib import lora, losses, retention
 from pipeline.lib.data import normalize, random_crop_flip, step_generator
 from pipeline.lib.models import autocast, embed_images, vision_params
 
-# λ keys of the losses computed on generic batches: generic batches are drawn when one is > 0
-GENERIC_TERMS = ("lambda_distill", "lambda_lwf", "lambda_gram", "lambda_gift")
 
-
-def has_generic_steps(cfg: FinetuneCfg) -> bool:
-    """Generic batches are drawn only when a loss uses them (the reference's zero-loss generic
-    steps only move AdamW's moments; we skip them, METHOD §3.4 option b)."""
-    return cfg.schedule == "round_robin" and any(getattr(cfg, k) > 0 for k in GENERIC_TERMS)
-
-
-def needs_text_prototypes(cfg: FinetuneCfg) -> bool:
-    """LwF logits, GIFT and the EWC Fisher use the generic class prompts' text embeddings."""
-    return cfg.lambda_lwf > 0 or cfg.lambda_ewc > 0 or cfg.lambda_gift > 0
-
-
+# ---------------------------------------------------------------------------------------- schedule
 def step_plan(cfg: FinetuneCfg) -> list[str]:
-    """The domain of every optimisation step: LP-FT's head-only 'probe' steps first, then
-    round-robin [target, generic, ...] or target only."""
+    """The domain of every optimisation step: the reference's round-robin [target, generic, ...], or
+    target only. Round-robin alternates even when no generic-batch loss exists: the generic steps then
+    apply the every-batch regularisers (R_w, EWC), as many times as the reference does."""
     if cfg.kind == "pretrained":
         return []
-    probe = ["probe"] * cfg.lp_steps
-    if has_generic_steps(cfg):
-        return probe + ["target", "generic"] * cfg.steps
-    return probe + ["target"] * cfg.steps
+    if cfg.schedule == "round_robin":
+        return ["target", "generic"] * cfg.steps
+    return ["target"] * cfg.steps
 
 
-def zero_shot_logits(emb: torch.Tensor, prototypes: torch.Tensor, scale: float) -> torch.Tensor:
-    """CLIP logits of L2-normalised image embeddings against class-prompt text embeddings."""
-    return scale * losses._fp32_matmul(emb.float(), prototypes.float().T)
+def validation_points(target_steps: int, validations: int) -> list[int]:
+    """Target-step counts after which the model is validated: after the first update (as the
+    reference), then `validations − 1` points evenly spread, the last at the last target step.
+    Never 0: the untouched weights θ0 are never a candidate of a fine-tuning run."""
+    if target_steps < 1:
+        return []
+    spread = {-(-i * target_steps // (validations - 1)) for i in range(1, validations)}  # ceil, ends at target_steps
+    return sorted({1} | spread)
+
+
+def criterion(scores: dict[str, float], select_on: str) -> float:
+    """'all' = mean of target-val and generic-val mAP@k (the paper's choice), 'in-domain' = target only."""
+    if select_on == "in-domain":
+        return scores["target"]
+    return (scores["target"] + scores["generic"]) / 2
+
+
+class Selection:
+    """The best validated checkpoint so far under `select_on` ('last': the last one), and the history.
+
+    Candidates come only from validations after at least one update (`target_steps >= 1`)."""
+
+    def __init__(self, select_on: str, best: dict[str, Any] | None = None, history: list | None = None):
+        self.select_on, self.best, self.history = select_on, best, history if history is not None else []
+
+    def consider(self, step: int, target_steps: int, scores: dict[str, float], logs: dict[str, float],
+                 weights: Callable[[], dict[str, torch.Tensor]]) -> None:
+        if target_steps < 1:
+            raise ValueError("the untouched weights are never a checkpoint candidate (validate after an update)")
+        self._record(step, target_steps, scores, logs, weights)
+
+    def pretrained(self, scores: dict[str, float], weights: Callable[[], dict[str, torch.Tensor]]) -> None:
+        """The `pretrained` method: θ0 is the method itself, its one checkpoint (step 0)."""
+        self._record(0, 0, scores, {}, weights)
+
+    def _record(self, step: int, target_steps: int, scores: dict[str, float], logs: dict[str, float],
+                weights: Callable[[], dict[str, torch.Tensor]]) -> None:
+        crit = criterion(scores, self.select_on)
+        self.history.append({"step": step, "target_steps": target_steps, "val_target_map": scores["target"],
+                             "val_generic_map": scores["generic"], "criterion": crit, **logs})
+        if self.select_on == "last" or self.best is None or crit > self.best["criterion"]:
+            self.best = {"step": step, "target_steps": target_steps, "criterion": crit, **scores,
+                         "weights": weights()}
+
+
+def train_steps(tuner: "FineTuner", plan: Sequence[str], step: int, draw_target: Callable[[], tuple],
+                draw_generic: Callable[[], tuple], selection: Selection, validate: Callable[[], dict[str, float]],
+                points: Iterable[int], checkpoint_every: int = 0, save: Callable[[int], None] | None = None,
+                is_main: bool = True, on_step: Callable[[], None] | None = None) -> None:
+    """Run `plan` from `step`: a round ends where the next step is a target step (or the plan ends);
+    validation (at the target-step counts in `points`) and checkpoints happen only there, so a target
+    step and its generic partner are never split. `draw_target()` → (uint8 images, labels);
+    `draw_generic()` → (uint8 images | None, teacher embeddings | None, class rows | None). Only
+    the main process validates and saves (the others wait in the next all-reduce)."""
+    points = set(points)
+    target_count = np.cumsum([d == "target" for d in plan]).tolist()
+    running: dict[str, list[float]] = {}
+    while step < len(plan):
+        if plan[step] == "target":
+            logs = tuner.target_step(*draw_target(), step)
+        else:
+            images, teacher_emb, class_rows = draw_generic()
+            logs = tuner.generic_step(images, teacher_emb, step, class_rows)
+        for k, v in logs.items():
+            running.setdefault(k, []).append(v)
+        step += 1
+        if on_step is not None:
+            on_step()
+        if step < len(plan) and plan[step] != "target":
+            continue
+        done = target_count[step - 1]
+        if done in points:
+            if is_main:
+                selection.consider(step, done, validate(), {k: float(np.mean(v)) for k, v in running.items()},
+                                   tuner.vision_weights)
+            running = {}
+        if save is not None and checkpoint_every and done % checkpoint_every == 0 and step < len(plan) and is_main:
+            save(step)
+
+
+# ---------------------------------------------------------------------------------------- EWC's Fisher
+FISHER_CHUNK_FLOATS = 2 ** 28  # per-sample gradients held at once (1 GiB): ViT-B/16 → 3 samples per vmap call
+FISHER_CHUNK_MAX = 32          # and at most this many samples per call (larger calls were slower on CPU)
 
 
 def estimate_fisher(visual: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                     prototypes: torch.Tensor, scale: float) -> list[torch.Tensor]:
-    """EWC's diagonal Fisher of the pretrained model on generic data, normalised per tensor.
+    """EWC's diagonal empirical Fisher of θ0 on generic data, unnormalised: F = (1/N) Σ_n (∇θ log p(y_n|x_n))².
 
-    The log-likelihood is the zero-shot classification of each image among the generic class
-    prompts (what the image tower must keep to stay aligned with the frozen text tower); batches
-    are (normalised eval views, class rows). Normalising each tensor to mean 1 makes λ_ewc
-    comparable to λ_w: a uniform Fisher gives exactly R_w.
+    The log-likelihood is the zero-shot classification of each image among the generic class prompts
+    with the teacher's logit scale (what the image tower must keep to stay aligned with the frozen text
+    tower); batches are (normalised eval views, class rows). Gradients are per SAMPLE (the square of a
+    batch-mean gradient is not the Fisher), computed with torch.func's vmap(grad) over a few samples at
+    a time (`FISHER_CHUNK_*`): the same numbers as a loop of single-image backward passes (a test
+    checks it), ~3× faster on CPU. Returns one tensor per `vision_params(visual)` entry; touches no `.grad`.
     """
-    params = vision_params(visual)
+    import warnings
+
+    from torch.func import functional_call, grad, vmap
+
     visual.eval()
+    names = [name for name, _ in sorted(visual.named_parameters(), key=lambda kv: kv[0])]
+    theta = {name: p.detach() for name, p in visual.named_parameters()}
+    chunk = max(1, min(FISHER_CHUNK_MAX, FISHER_CHUNK_FLOATS // sum(p.numel() for p in theta.values())))
 
-    def grads() -> Iterable[list[torch.Tensor]]:
+    def log_loss(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        emb = F.normalize(functional_call(visual, params, (x[None],)).float(), dim=-1, eps=1e-12)
+        return F.cross_entropy(losses.zero_shot_logits(emb, prototypes, scale), y[None])
+
+    per_sample_grad = vmap(grad(log_loss), in_dims=(None, 0, 0))
+
+    def per_sample() -> Iterable[list[torch.Tensor]]:
         for x, y in batches:
-            visual.zero_grad(set_to_none=True)
-            F.cross_entropy(zero_shot_logits(embed_images(visual, x), prototypes, scale), y).backward()
-            yield [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            for start in range(0, len(x), chunk):
+                with warnings.catch_warnings():  # vmap has no batching rule for fused attention: it loops there
+                    warnings.filterwarnings("ignore", message=".*performance drop.*")
+                    g = per_sample_grad(theta, x[start:start + chunk], y[start:start + chunk])
+                for i in range(len(x[start:start + chunk])):
+                    yield [g[name][i] for name in names]
 
-    fisher = losses.normalize_per_tensor(losses.fisher_diagonal(grads()))
-    visual.zero_grad(set_to_none=True)
-    return fisher
+    return losses.mean_squared_gradients(per_sample())
 
 
+# ---------------------------------------------------------------------------------------- LP-FT's probe
+def plateaued(history: Sequence[float], patience: int, tol: float) -> bool:
+    """True when the loss fell by less than `tol` (relative) over the last `patience` steps."""
+    if len(history) <= patience:
+        return False
+    before, now = history[-1 - patience], history[-1]
+    return before - now < tol * abs(before)
+
+
+# ---------------------------------------------------------------------------------------- WiSE-FT
 def interpolate_weights(theta0: dict[str, torch.Tensor], theta_ft: dict[str, torch.Tensor],
                         alpha: float) -> dict[str, torch.Tensor]:
     """WiSE-FT: (1−α)·θ0 + α·θ_ft per tensor; α = 0 and 1 return exact copies of the endpoints."""
@@ -116,20 +207,25 @@ class FineTuner:
                  fisher: Sequence[torch.Tensor] | None = None):
         self.cfg, self.mean, self.std, self.size = cfg, mean, std, image_size
         self.rank, self.world = rank, world
-        if needs_text_prototypes(cfg) and prototypes is None:
-            raise ValueError("lambda_lwf / lambda_ewc need the generic class-prompt embeddings (prototypes)")
-        if cfg.lambda_ewc > 0 and fisher is None:
+        needed = retention.inputs(cfg)
+        if retention.CLASS_PROMPTS in needed and prototypes is None:
+            raise ValueError(f"{', '.join(t.key for t in retention.active(cfg))}: need the generic class-prompt "
+                             "embeddings (prototypes)")
+        if retention.FISHER in needed and fisher is None:
             raise ValueError("lambda_ewc > 0 needs a Fisher estimate (estimate_fisher)")
+        if retention.needs_online_teacher(cfg) and teacher_visual is None:
+            raise ValueError("this recipe runs the frozen teacher on its batches: pass teacher_visual")
         self.prototypes = prototypes.to(device) if prototypes is not None else None
         self.logit_scale = logit_scale
         self.fisher = [f.to(device) for f in fisher] if fisher is not None else None
+        self.awc_fisher: list[torch.Tensor] | None = None  # GIFT's AWC: the latest generic batch's Fisher
         self.device, self.precision, self.seed = device, precision, seed
         torch.manual_seed(seed)  # the classifier's random init (METHOD §2: not from text embeddings)
         self.visual = visual.to(device).train()
         self.classifier = losses.CosineClassifier(embed_dim, n_classes).to(device)
         self.anchors = [p.detach().clone() for p in vision_params(self.visual)]
-        if cfg.lora_rank > 0:  # after the classifier's init, so both draw the same numbers as before
-            lora.add_lora(self.visual, cfg.lora_rank, cfg.lora_alpha, seed)
+        if cfg.lora_rank > 0:
+            self.visual = lora.add_lora(self.visual, cfg.lora_rank, cfg.lora_alpha, seed).to(device).train()
         self.teacher = teacher_visual.to(device).eval().requires_grad_(False) if teacher_visual else None
         student: nn.Module = Student(self.visual, self.classifier)
         if world > 1:
@@ -144,21 +240,28 @@ class FineTuner:
             lr=cfg.lr_backbone, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
 
     # ------------------------------------------------------------------ pieces
+    def params(self) -> list[nn.Parameter]:
+        """The vision tower's tensors, in the order of `anchors` (what the weight-space terms pull)."""
+        return vision_params(self.visual)
+
     def _views(self, images_uint8: torch.Tensor, step: int) -> torch.Tensor:
         gen = step_generator(self.seed, step)
         crops = random_crop_flip(images_uint8, self.size, gen, self.cfg.hflip, self.rank, self.world,
                                  global_size=self.cfg.batch_size if self.world > 1 else None)
         return normalize(crops.to(self.device, non_blocking=True), self.mean, self.std)
 
-    def regularizers(self) -> tuple[torch.Tensor, dict[str, float]]:
-        """λ_w·R_w + λ_ewc·R_F (the terms added on every step) and their logged values."""
+    def _teacher_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return embed_images(self.teacher, x)
+
+    def _terms(self, terms: list[retention.Term], batch: retention.Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Σ λ·term over `terms` on this batch, and each unweighted value for the logs."""
         total, logs = torch.zeros((), device=self.device), {}
-        if self.cfg.lambda_weights > 0:
-            reg = losses.weight_regularizer(vision_params(self.visual), self.anchors)
-            total, logs["reg_weights"] = self.cfg.lambda_weights * reg, reg.item()
-        if self.cfg.lambda_ewc > 0:
-            ewc = losses.weight_regularizer(vision_params(self.visual), self.anchors, self.fisher)
-            total, logs["reg_ewc"] = total + self.cfg.lambda_ewc * ewc, ewc.item()
+        for term in terms:
+            value = term.loss(self, batch)
+            batch.values[term.key] = value
+            total = total + getattr(self.cfg, term.key) * value
+            logs[term.log] = value.item()
         return total, logs
 
     def _apply(self, loss: torch.Tensor) -> None:
@@ -168,92 +271,84 @@ class FineTuner:
 
     # ------------------------------------------------------------------ steps
     def target_step(self, images_uint8: torch.Tensor, labels: torch.Tensor, step: int) -> dict[str, float]:
-        """L_cls + the regularisers on a target-domain batch."""
+        """L_cls + the target-batch and every-batch terms on a target-domain batch."""
+        terms = retention.terms_on(self.cfg, retention.TARGET)
         x = self._views(images_uint8, step)
         with autocast(self.device, self.precision):
-            _, cos = self.forward(x, with_logits=True)
+            emb, cos = self.forward(x, with_logits=True)
+            teacher_emb = (self._teacher_embedding(x) if any(retention.ONLINE_TEACHER in t.inputs for t in terms)
+                           else None)
         cls = losses.margin_softmax_loss(cos.float(), labels.to(self.device), scale=self.cfg.scale,
                                          margin=self.cfg.margin, kind=self.cfg.classifier)
-        reg, logs = self.regularizers()
+        batch = retention.Batch(retention.TARGET, emb.float(),
+                                teacher_emb.float() if teacher_emb is not None else None)
+        reg, logs = self._terms(terms, batch)
         self._apply(cls + reg)
         return {"loss_cls": cls.item(), **logs}
 
-    def probe_step(self, images_uint8: torch.Tensor, labels: torch.Tensor, step: int) -> dict[str, float]:
-        """LP-FT's linear probe: L_cls through the frozen encoder, only the head learns."""
-        x = self._views(images_uint8, step)
-        with torch.no_grad(), autocast(self.device, self.precision):
-            emb = embed_images(self.visual, x)
-        cls = losses.margin_softmax_loss(self.classifier(emb.float()), labels.to(self.device), scale=self.cfg.scale,
-                                         margin=self.cfg.margin, kind=self.cfg.classifier)
-        self.optimizer.zero_grad(set_to_none=True)
-        cls.backward()
-        if self.world > 1:  # the head is used outside DDP here: average its gradients by hand
-            for p in self.classifier.parameters():
-                torch.distributed.all_reduce(p.grad)
-                p.grad /= self.world
-        self.optimizer.step()
-        return {"loss_probe": cls.item()}
-
-    def generic_step(self, images_uint8: torch.Tensor, teacher_emb: torch.Tensor | None,
+    def generic_step(self, images_uint8: torch.Tensor | None, teacher_emb: torch.Tensor | None,
                      step: int, class_rows: torch.Tensor | None = None) -> dict[str, float]:
-        """The retention losses on a generic batch (+ the regularisers). The teacher's embedding is
-        the precomputed one of the eval view (reference parity) or, with an online teacher, the
-        teacher's embedding of the same augmented view. `class_rows` are the images' rows among the
-        generic class prompts (GIFT)."""
-        x = self._views(images_uint8, step)
-        with autocast(self.device, self.precision):
-            emb, _ = self.forward(x, with_logits=False)
-            if self.cfg.teacher_targets == "online":
-                with torch.no_grad():
-                    teacher_emb = embed_images(self.teacher, x)
-        assert teacher_emb is not None, "precomputed teacher targets are required on generic steps"
-        emb, teacher_emb = emb.float(), teacher_emb.to(self.device).float()
-        terms = {}
-        if self.cfg.lambda_distill > 0:
-            terms["loss_distill"] = (self.cfg.lambda_distill, losses.embedding_distillation_loss(emb, teacher_emb))
-        if self.cfg.lambda_lwf > 0:
-            tau = self.cfg.lwf_temperature
-            terms["loss_lwf"] = (self.cfg.lambda_lwf, losses.logit_distillation_loss(
-                zero_shot_logits(emb, self.prototypes, self.logit_scale),
-                zero_shot_logits(teacher_emb, self.prototypes, self.logit_scale), tau, tau))
-        if self.cfg.lambda_gram > 0:
-            terms["loss_gram"] = (self.cfg.lambda_gram, losses.gram_distillation_loss(emb, teacher_emb))
-        if self.cfg.lambda_gift > 0:
-            assert class_rows is not None, "GIFT needs the generic images' class rows"
-            terms["loss_gift"] = (self.cfg.lambda_gift, self._gift_loss(emb, teacher_emb, class_rows.to(self.device)))
-        reg, logs = self.regularizers()
-        if self.cfg.lambda_awc > 0:
-            awc = self._awc_term(terms["loss_gift"][1])
-            reg, logs["reg_awc"] = reg + self.cfg.lambda_awc * awc, awc.item()
-        self._apply(sum((w * loss for w, loss in terms.values()), torch.zeros((), device=self.device)) + reg)
-        return {**{k: loss.item() for k, (_, loss) in terms.items()}, **logs}
+        """The generic-batch and every-batch terms. The images are embedded only when a generic-batch
+        term uses them; the teacher's embedding is the precomputed one of the eval view (reference
+        parity) or, with an online teacher, its embedding of the same augmented view. `class_rows`
+        are the images' rows among the generic class prompts (GIFT). Nothing to compute: a no-op."""
+        terms = retention.terms_on(self.cfg, retention.GENERIC)
+        if not terms:
+            return {}
+        batch = retention.Batch(retention.GENERIC)
+        if any(t.batches == retention.GENERIC for t in terms):
+            assert images_uint8 is not None, "a generic-batch term needs the generic images"
+            x = self._views(images_uint8, step)
+            with autocast(self.device, self.precision):
+                emb, _ = self.forward(x, with_logits=False)
+                if self.cfg.teacher_targets == "online":
+                    teacher_emb = self._teacher_embedding(x)
+            assert teacher_emb is not None, "precomputed teacher targets are required on generic steps"
+            batch.emb, batch.teacher_emb = emb.float(), teacher_emb.to(self.device).float()
+            if any(retention.CLASS_ROWS in t.inputs for t in terms if t.batches == retention.GENERIC):
+                assert class_rows is not None, "GIFT needs the generic images' class rows"
+                batch.class_rows = class_rows.to(self.device)
+        total, logs = self._terms(terms, batch)
+        self._apply(total)
+        return logs
 
-    def _gift_loss(self, emb: torch.Tensor, teacher_emb: torch.Tensor, class_rows: torch.Tensor) -> torch.Tensor:
-        """GIFT with a frozen text tower: L_cd (image↔text similarity distributions, teacher vs student,
-        both directions, temperature T) + λ_ita·L_ita (class-match targets) against each image's class prompt."""
-        text = self.prototypes[class_rows]
-        cd = losses.gift_contrastive_distillation(emb, teacher_emb, text, self.logit_scale, self.cfg.gift_temperature)
-        ita = losses.gift_alignment_loss(emb, text, class_rows, self.logit_scale)
-        return cd + self.cfg.gift_ita_weight * ita
-
-    def _awc_term(self, gift_loss: torch.Tensor) -> torch.Tensor:
-        """GIFT's adaptive weight consolidation: Σ_ℓ mean(F̂_ℓ (θ−θ0)²) with F = (∇θ L_gift)² of this
-        batch, normalised per tensor (mean 1) and detached."""
-        params = vision_params(self.visual)
-        grads = torch.autograd.grad(gift_loss, params, retain_graph=True, allow_unused=True)
-        fisher = losses.normalize_per_tensor([(g if g is not None else torch.zeros_like(p)).detach() ** 2
-                                              for g, p in zip(grads, params)])
-        return losses.weight_regularizer(params, self.anchors, fisher)
+    def fit_probe(self, emb: torch.Tensor, labels: torch.Tensor, chunk: int = 8192) -> dict[str, float]:
+        """LP-FT's linear probe: the head alone on the frozen encoder's features of the target train
+        images (eval view, as LP-FT's probe sees fixed features), full-batch AdamW (lr_head) until the
+        training loss plateaus (`lp_patience`, `lp_tol`) or `lp_max_steps`. The target val classes are
+        disjoint from the train classes, so no validation can score a head: convergence is the rule.
+        Under DDP rank 0's head is broadcast, so every rank starts fine-tuning from the same one."""
+        cfg = self.cfg
+        emb, labels = emb.to(self.device).float(), labels.to(self.device)
+        opt = torch.optim.AdamW(self.classifier.parameters(), lr=cfg.lr_head, weight_decay=cfg.weight_decay)
+        history: list[float] = []
+        while len(history) < cfg.lp_max_steps and not plateaued(history, cfg.lp_patience, cfg.lp_tol):
+            opt.zero_grad(set_to_none=True)
+            total = 0.0
+            for start in range(0, len(emb), chunk):  # the exact full-batch gradient, in bounded memory
+                rows = slice(start, start + chunk)
+                part = losses.margin_softmax_loss(self.classifier(emb[rows]), labels[rows], scale=cfg.scale,
+                                                  margin=cfg.margin, kind=cfg.classifier)
+                weight = len(labels[rows]) / len(labels)
+                (weight * part).backward()
+                total += weight * part.item()
+            opt.step()
+            history.append(total)
+        if self.world > 1:
+            torch.distributed.broadcast(self.classifier.weight.data, 0)
+        return {"probe_steps": len(history), "probe_loss": history[-1] if history else float("nan"),
+                "probe_converged": plateaued(history, cfg.lp_patience, cfg.lp_tol)}
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {"visual": self.visual.state_dict(), "classifier": self.classifier.state_dict(),
-                "optimizer": self.optimizer.state_dict()}
+                "optimizer": self.optimizer.state_dict(), "awc_fisher": self.awc_fisher}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.visual.load_state_dict(state["visual"])
         self.classifier.load_state_dict(state["classifier"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.awc_fisher = state.get("awc_fisher")
 
     def vision_weights(self) -> dict[str, torch.Tensor]:
         """A CPU copy of the vision tower weights (what the checkpoint artifact holds), LoRA merged."""

@@ -1,7 +1,10 @@
 """Stage `fewshot`: the adapter family with both encoders frozen, K-shot, base and novel classes.
 
 The classes of one set (`fewshot.dataset` / `subset`) are split with a fixed seed into base classes
-(the shots come from their train images) and novel classes (never seen while fitting). For each
+(the shots come from their train images) and novel classes (never seen while fitting). Image
+features are the frozen teacher's eval-view embeddings: read from the `features` stage when the
+few-shot set is the generic dataset (its train split, and the val share it embedded), computed here
+otherwise. Tip-Adapter's α, β are searched on the val split's images of the base classes. For each
 K in `fewshot.shots` and each of `fewshot.repeats` shot draws, every method of
 `pipeline.lib.fewshot` is fitted on the base shots and tested on the test split: accuracy among
 base classes, among novel classes, and their harmonic mean. Writes `data/eval/fewshot.json`
@@ -13,6 +16,7 @@ import argparse
 from dataclasses import asdict
 
 import numpy as np
+import polars as pl
 import torch
 
 from pipeline import io as pio
@@ -24,16 +28,38 @@ from pipeline.stages.common import image_sources, split_frame
 from pipeline.stages.encoders import embed_sources, load_teacher
 
 
+def shared_teacher_features(params: Params, split: str, frame: pl.DataFrame
+                            ) -> tuple[np.ndarray, pl.DataFrame] | None:
+    """The `features` stage's teacher embeddings of these rows and the rows they cover, when that stage
+    embedded this split (the few-shot set is the generic dataset: all of its train split, the leading
+    `roles.generic_val_fraction` of its val split); else None. On the paper preset the train split is
+    ImageNet's 1.05 M images: they are not embedded a second time."""
+    if params.fewshot.dataset != params.roles.generic or split not in ("train", "val"):
+        return None
+    emb, table = pio.read_embeddings(paths.features() / paths.split_file(params.roles.generic, split))
+    row = {int(i): r for r, i in enumerate(table["id"].to_list())}
+    kept = frame.filter(pl.col("id").is_in(list(row)))
+    if split == "train" and kept.height != frame.height:
+        raise ValueError(f"teacher features of {params.roles.generic}/train lack {frame.height - kept.height} ids "
+                         "of the prepared split: rerun `features`")
+    return emb[[row[int(i)] for i in kept["id"].to_list()]], kept
+
+
 def frozen_features(params: Params, split: str, model: torch.nn.Module, spec: dict,
                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[int, str]]:
-    """Teacher image features, labels and class names of one split of the few-shot set."""
+    """Teacher image features (eval view), labels and class names of one split of the few-shot set."""
     cfg = params.fewshot
-    frame = split_frame(params, cfg.dataset, split, cfg.subset, ["label", "class_name", "image", "path"])
-    emb = embed_sources(model.visual, image_sources(cfg.dataset, frame), spec, device,
-                        params.features.batch_size, params.runtime.precision, params.runtime.num_workers,
-                        f"fewshot {cfg.dataset}/{split}", frame["path"].to_list())
+    frame = split_frame(params, cfg.dataset, split, cfg.subset, ["id", "label", "class_name", "path"])
+    shared = shared_teacher_features(params, split, frame)
+    if shared is not None:
+        emb, frame = shared
+    else:
+        images = split_frame(params, cfg.dataset, split, cfg.subset, ["image", "path"])
+        emb = embed_sources(model.visual, image_sources(cfg.dataset, images), spec, device,
+                            params.features.batch_size, params.runtime.precision, params.runtime.num_workers,
+                            f"fewshot {cfg.dataset}/{split}", frame["path"].to_list())
     names = dict(zip(frame["label"].to_list(), frame["class_name"].to_list()))
-    return torch.from_numpy(emb), torch.tensor(frame["label"].to_list()), names
+    return torch.from_numpy(np.ascontiguousarray(emb)), torch.tensor(frame["label"].to_list()), names
 
 
 def harmonic(a: float, b: float) -> float:
@@ -49,6 +75,9 @@ def main(args: argparse.Namespace) -> None:
     f_train, y_train, names = frozen_features(params, "train", model, spec, device)
     f_test, y_test, test_names = frozen_features(params, "test", model, spec, device)
     names.update(test_names)
+    # Tip-Adapter searches α, β on the val split (its official code); the val images of the base classes
+    f_val, y_val = (frozen_features(params, "val", model, spec, device)[:2] if "tip_adapter" in cfg.methods
+                    else (torch.zeros(0, f_train.shape[1]), torch.zeros(0, dtype=torch.long)))
     classes = torch.tensor(sorted(names))
     prompts = [params.eval.prompt_template.format(names[int(c)]) for c in classes]
     text = torch.from_numpy(embed_texts(model, tokenizer_for(spec["model"]), prompts, device=device))
@@ -62,9 +91,17 @@ def main(args: argparse.Namespace) -> None:
     rows = {name: {int(c): i for i, c in enumerate(cls)} for name, cls in splits.items()}
     test_of = {name: torch.isin(y_test, cls) for name, cls in splits.items()}
     text_of = {name: text[[int(torch.nonzero(classes == c)) for c in cls]] for name, cls in splits.items()}
+    val_base = torch.isin(y_val, splits["base"])
+    if "tip_adapter" in cfg.methods and not val_base.any():
+        raise ValueError(f"fewshot: Tip-Adapter searches α, β on validation images of the base classes, and "
+                         f"{cfg.dataset}/val has none (its classes must overlap the train split's)")
+    val = (f_val[val_base].cpu(), torch.tensor([rows["base"][int(c)] for c in y_val[val_base]]))
     settings = fewshot.FewShotSettings(**{**cfg.settings, "seed": cfg.seed})
+    if settings.logit_scale is None:  # the model's own, unless fewshot.settings.logit_scale overrides it
+        settings.logit_scale = spec["logit_scale"]
 
     results: dict[str, dict[str, dict[str, float]]] = {m: {} for m in cfg.methods}
+    searched: dict[int, list[dict[str, float]]] = {k: [] for k in cfg.shots}  # Tip-Adapter's α, β per draw
     for k in cfg.shots:
         scores: dict[str, dict[str, list[float]]] = {m: {"base": [], "novel": []} for m in cfg.methods}
         for repeat in range(cfg.repeats):
@@ -72,7 +109,10 @@ def main(args: argparse.Namespace) -> None:
             y_shots = torch.tensor([rows["base"][int(c)] for c in y_train[shots]])
             for method in cfg.methods:
                 model_k = fewshot.make(method, text.shape[1], settings).fit(f_train[shots], y_shots, text_of["base"],
-                                                                            settings)
+                                                                            settings, val=val)
+                if method == "tip_adapter":
+                    searched[k].append({"alpha": model_k.alpha, "beta": model_k.beta,
+                                        "val_accuracy": round(100 * model_k.val_accuracy, 2)})
                 for part in ("base", "novel"):
                     if part == "novel" and (not getattr(model_k, "novel", True) or not len(splits["novel"])):
                         continue
@@ -90,4 +130,6 @@ def main(args: argparse.Namespace) -> None:
                   + ("n/a" if novel is None else f"{100 * novel:6.2f}"))
     pio.write_json({"dataset": cfg.dataset, "subset": cfg.subset, "base_classes": len(splits["base"]),
                     "novel_classes": len(splits["novel"]), "repeats": cfg.repeats, "settings": asdict(settings),
+                    "val_images": int(val_base.sum()),
+                    "tip_adapter_search": {str(k): v for k, v in searched.items() if v},
                     "results": results}, paths.fewshot())

@@ -30,12 +30,12 @@ from pipeline.lib.data import ImageDataset, StepBatches, eval_loader, iterate_ba
 from pipeline.lib.evaluation import knn_retrieval
 from pipeline.lib import distributed
 from pipeline.lib.models import autocast, set_threads
-from pipeline.lib.training import FineTuner, estimate_fisher, has_generic_steps, needs_text_prototypes, step_plan
+from pipeline.lib import retention
+from pipeline.lib.training import FineTuner, Selection, estimate_fisher, step_plan, train_steps, validation_points
 from pipeline.stages.common import image_sources, leading_share, read_teacher_spec, replay_frame, split_frame
 from pipeline.stages.encoders import embed_sources, load_teacher_visual
 
 FISHER = "fisher.pt"
-TARGET_DOMAIN = ("target", "probe")  # steps that draw target-domain batches
 
 
 class Split:
@@ -72,7 +72,8 @@ def generic_prototypes(params: Params) -> tuple[torch.Tensor, dict[int, int]]:
 def estimate_generic_fisher(params: Params, cfg: FinetuneCfg, visual: torch.nn.Module, spec: dict, split: Split,
                             prototypes: torch.Tensor, row_of_label: dict[int, int], scale: float,
                             device: torch.device) -> list[torch.Tensor]:
-    """EWC's Fisher of θ0 on `fisher_batches` batches of generic train images (eval view, fixed draw)."""
+    """EWC's diagonal empirical Fisher of θ0 (per-sample gradients, unnormalised) on a fixed draw of
+    `fisher_batches × batch_size` generic train images, eval view, labelled by their class prompts."""
     n = min(len(split.ids), cfg.fisher_batches * cfg.batch_size)
     pick = np.sort(np.random.default_rng(cfg.seed).permutation(len(split.ids))[:n])
     loader = eval_loader([split.sources[i] for i in pick], spec["image_size"], cfg.batch_size,
@@ -84,7 +85,7 @@ def estimate_generic_fisher(params: Params, cfg: FinetuneCfg, visual: torch.nn.M
     with autocast(device, "fp32"):
         fisher = estimate_fisher(visual, tqdm(batches, total=len(chunks), desc="fisher", unit="batch"),
                                  prototypes.to(device), scale)
-    print(f"[finetune] EWC Fisher from {n} generic images")
+    print(f"[finetune] EWC Fisher from {n} generic images (per-sample gradients)")
     return fisher
 
 
@@ -100,13 +101,6 @@ def validation(tuner: FineTuner, spec: dict, splits: dict[str, Split], params: P
     return out
 
 
-def criterion(scores: dict[str, float], select_on: str) -> float:
-    """'all' = mean of target-val and generic-val mAP@k (the paper's choice), 'in-domain' = target only."""
-    if select_on == "in-domain":
-        return scores["target"]
-    return (scores["target"] + scores["generic"]) / 2
-
-
 def batches(dataset: ImageDataset, batch_size: int, seed: int, first: int, count: int, num_workers: int,
             pin: bool, ctx: distributed.Context) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
     """This rank's slice of the global batches number first .. first+count-1 of one domain."""
@@ -117,6 +111,20 @@ def batches(dataset: ImageDataset, batch_size: int, seed: int, first: int, count
 def save_state(path: Path, state: dict[str, Any]) -> None:
     with pio.atomic_path(path) as tmp:
         torch.save(state, tmp)
+
+
+def linear_probe(tuner: FineTuner, params: Params, spec: dict, split: Split, labels: torch.Tensor,
+                 method: str) -> dict[str, float]:
+    """LP-FT's first phase: the head fitted to convergence on θ0's eval-view features of the target
+    train images (the encoder is frozen in this phase, so its features are computed once)."""
+    emb = embed_sources(tuner.visual, split.sources, spec, tuner.device, params.features.batch_size,
+                        params.runtime.precision, params.runtime.num_workers, "probe features", split.names)
+    tuner.visual.train()
+    probe = tuner.fit_probe(torch.from_numpy(emb), labels)
+    state = "converged" if probe["probe_converged"] else f"stopped at lp_max_steps = {tuner.cfg.lp_max_steps}"
+    print(f"[finetune {method}] linear probe: {probe['probe_steps']} full-batch steps, loss "
+          f"{probe['probe_loss']:.4f} ({state})")
+    return probe
 
 
 def train(params: Params, method: str, cfg: FinetuneCfg, ctx: distributed.Context) -> dict[str, Any]:
@@ -130,113 +138,97 @@ def train(params: Params, method: str, cfg: FinetuneCfg, ctx: distributed.Contex
     target = {s: Split(params, params.roles.target, s) for s in ("train", "val")}
     generic = {"train": Split(params, params.roles.generic, "train"),
                "val": Split(params, params.roles.generic, "val", params.roles.generic_val_fraction)}
+    val_splits = {"target": target["val"], "generic": generic["val"]}
     classes, labels = np.unique(target["train"].labels, return_inverse=True)
     labels_t = torch.from_numpy(labels)
 
-    online = cfg.teacher_targets == "online"
+    needed = retention.inputs(cfg)
     prototypes, row_of_label, fisher = None, {}, None
-    generic_rows = None  # each generic train image's row among the class prompts (GIFT)
-    if needs_text_prototypes(cfg):
+    generic_rows = None  # each generic train image's row among the class prompts (its label: GIFT, EWC)
+    if retention.CLASS_PROMPTS in needed:
         prototypes, row_of_label = generic_prototypes(params)
         generic_rows = torch.tensor([row_of_label[int(lab)] for lab in generic["train"].labels])
     scale = spec["logit_scale"]
-    if cfg.lambda_ewc > 0:
+    if retention.FISHER in needed:
         fisher = estimate_generic_fisher(params, cfg, teacher, spec, generic["train"], prototypes,
                                          row_of_label, scale, device)
     tuner = FineTuner(copy.deepcopy(teacher), len(classes), spec["embed_dim"], cfg, spec["mean"],
                       spec["std"], spec["image_size"], device, params.runtime.precision, cfg.seed,
-                      teacher_visual=copy.deepcopy(teacher) if online else None,
+                      teacher_visual=copy.deepcopy(teacher) if retention.needs_online_teacher(cfg) else None,
                       rank=ctx.rank, world=ctx.world, compile=params.runtime.compile,
                       prototypes=prototypes, logit_scale=scale, fisher=fisher)
     del teacher
     targets = None
-    if has_generic_steps(cfg) and not online:
+    if retention.needs_precomputed_targets(cfg):
         emb, table = pio.read_embeddings(paths.features() / paths.split_file(params.roles.generic, "train"))
         if not np.array_equal(table["id"].to_numpy(), generic["train"].ids):
             raise ValueError("teacher features do not match the generic train split: rerun `features`")
         targets = torch.from_numpy(emb.copy())  # Arrow buffers are read-only
 
     plan = step_plan(cfg)
-    val_splits = {"target": target["val"], "generic": generic["val"]}
     resume_dir = paths.resume(method)
     key = run_key(params, method, cfg)
     state_file = resume_dir / f"{key}.pt"
-    step, best, history = 0, None, []
+    step, selection, probe = 0, Selection(cfg.select_on), {}
     if state_file.is_file():
         state = torch.load(state_file, map_location=device, weights_only=False)
         tuner.load_state_dict(state["tuner"])
-        step, best, history = state["step"], state["best"], state["history"]
+        step, probe = state["step"], state.get("probe", {})
+        selection = Selection(cfg.select_on, state["best"], state["history"])
         torch.set_rng_state(state["rng"])
         print(f"[finetune {method}] resuming at step {step}/{len(plan)} from {state_file}")
-    elif resume_dir.exists():
-        shutil.rmtree(resume_dir)  # state of a different configuration: not ours to resume
+    else:
+        if resume_dir.exists():
+            shutil.rmtree(resume_dir)  # state of a different configuration: not ours to resume
+        if cfg.lp_max_steps > 0 and plan:
+            probe = linear_probe(tuner, params, spec, target["train"], labels_t, method)
 
     resize = cfg.train_resize
     if resize < spec["image_size"]:
         raise ValueError(f"methods.{method}.train_resize (finetune.train_resize) = {resize} is smaller than the "
                          f"model's input size {spec['image_size']}: the random crop needs train_resize >= it")
     pin = device.type == "cuda"
-    n_target = sum(d in TARGET_DOMAIN for d in plan[:step])
+    n_target = plan[:step].count("target")
     n_generic = step - n_target
     tgt_iter = batches(ImageDataset(target["train"].sources, resize, "train", target["train"].names),
-                       cfg.batch_size, cfg.seed, n_target, sum(d in TARGET_DOMAIN for d in plan) - n_target,
+                       cfg.batch_size, cfg.seed, n_target, plan.count("target") - n_target,
                        params.runtime.num_workers, pin, ctx)
-    gen_iter = batches(ImageDataset(generic["train"].sources, resize, "train", generic["train"].names),
-                       cfg.batch_size, cfg.seed + 1, n_generic, plan.count("generic") - n_generic,
-                       params.runtime.num_workers, pin, ctx)
+    gen_iter = None
+    if retention.draws_generic_batches(cfg):  # regulariser-only generic steps need no images
+        gen_iter = batches(ImageDataset(generic["train"].sources, resize, "train", generic["train"].names),
+                           cfg.batch_size, cfg.seed + 1, n_generic, plan.count("generic") - n_generic,
+                           params.runtime.num_workers, pin, ctx)
 
-    def evaluate_and_select(at_step: int, target_steps: int, logs: dict[str, float]) -> None:
-        nonlocal best
-        if not ctx.is_main:
-            return
-        scores = validation(tuner, spec, val_splits, params)
-        crit = criterion(scores, cfg.select_on)
-        row = {"step": at_step, "target_steps": target_steps, "val_target_map": scores["target"],
-               "val_generic_map": scores["generic"], "criterion": crit, **logs}
-        history.append(row)
-        if cfg.select_on == "last" or best is None or crit > best["criterion"]:
-            best = {"step": at_step, "target_steps": target_steps, "criterion": crit, **scores,
-                    "weights": tuner.vision_weights()}
+    def draw_target() -> tuple[torch.Tensor, torch.Tensor]:
+        images, idx = next(tgt_iter)
+        return images, labels_t[idx]
 
-    # A "round" ends where the next step is a target step (or the plan ends): validation and
-    # checkpoints happen only there, so a target step and its generic partner are never split.
-    target_count = np.cumsum([d == "target" for d in plan]).tolist()
-    if step == 0:
-        evaluate_and_select(0, 0, {})
-    start, running = time.time(), {}
+    def draw_generic() -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        if gen_iter is None:
+            return None, None, None
+        images, idx = next(gen_iter)
+        return (images, targets[idx] if targets is not None else None,
+                generic_rows[idx] if generic_rows is not None else None)
+
+    def save(at_step: int) -> None:
+        save_state(state_file, {"tuner": tuner.state_dict(), "step": at_step, "best": selection.best,
+                                "history": selection.history, "probe": probe, "rng": torch.get_rng_state()})
+
+    start = time.time()
+    if cfg.kind == "pretrained" and ctx.is_main:  # the method IS θ0: its one checkpoint, validated for the report
+        selection.pretrained(validation(tuner, spec, val_splits, params), tuner.vision_weights)
     bar = tqdm(total=len(plan), initial=step, desc=f"finetune {method}", unit="step",
                disable=not plan or not ctx.is_main)
-    while step < len(plan):
-        if plan[step] in TARGET_DOMAIN:
-            images, idx = next(tgt_iter)
-            step_fn = tuner.probe_step if plan[step] == "probe" else tuner.target_step
-            logs = step_fn(images, labels_t[idx], step)
-        else:
-            images, idx = next(gen_iter)
-            logs = tuner.generic_step(images, targets[idx] if targets is not None else None, step,
-                                      generic_rows[idx] if generic_rows is not None else None)
-        for k, v in logs.items():
-            running.setdefault(k, []).append(v)
-        step += 1
-        bar.update(1)
-        if step < len(plan) and plan[step] != "target":
-            continue
-        done = target_count[step - 1]
-        if (done > 0 and done % cfg.eval_every == 0) or step == len(plan):  # done = 0: end of LP-FT's probe
-            evaluate_and_select(step, done, {k: float(np.mean(v)) for k, v in running.items()})
-            running = {}
-            if history:
-                bar.set_postfix(val_target=f"{history[-1]['val_target_map']:.3f}",
-                                val_generic=f"{history[-1]['val_generic_map']:.3f}")
-        if done % cfg.checkpoint_every == 0 and step < len(plan) and ctx.is_main:
-            save_state(state_file, {"tuner": tuner.state_dict(), "step": step, "best": best, "history": history,
-                                    "rng": torch.get_rng_state()})
+    train_steps(tuner, plan, step, draw_target, draw_generic, selection,
+                lambda: validation(tuner, spec, val_splits, params), validation_points(cfg.steps, cfg.validations),
+                cfg.checkpoint_every, save, ctx.is_main, on_step=lambda: bar.update(1))
     bar.close()
     if not ctx.is_main:
         return {}
-    assert best is not None
-    return {"best": best, "history": history, "seconds": round(time.time() - start, 1), "steps": len(plan),
-            "train_classes": int(len(classes)), "resume_state": str(state_file), "fisher": fisher}
+    assert selection.best is not None
+    return {"best": selection.best, "history": selection.history, "seconds": round(time.time() - start, 1),
+            "steps": len(plan), "train_classes": int(len(classes)), "resume_state": str(state_file),
+            "fisher": fisher, **probe}
 
 
 def write_curves(method: str, history: list[dict[str, float]]) -> None:
@@ -282,7 +274,8 @@ def write_outputs(params: Params, method: str, cfg: FinetuneCfg, result: dict[st
     best = result.pop("best")
     weights = best.pop("weights")
     fisher = result.pop("fisher")
-    record = {"method": method, "config": asdict(cfg), "selected": best, **result}
+    record = {"method": method, "config": asdict(cfg), "selected": best,
+              "uses_generic_labels_or_prompts": retention.uses_generic_labels_or_prompts(cfg), **result}
     with pio.atomic_path(paths.run(method), directory=True) as tmp:
         torch.save(weights, tmp / paths.checkpoint(method).name)
         if fisher is not None:  # EWC's Fisher: kept with the run it weighted

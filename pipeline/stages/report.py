@@ -27,6 +27,13 @@ FIGURE = paths.REPORTS / "fig1_deltas.png"
 RETENTION = paths.REPORTS / "retention.png"
 FEWSHOT = paths.REPORTS / "fewshot.png"
 REPORT = paths.REPORTS / "report.md"
+# few-shot methods shown under another name than their key: the hyperbolic adapter is built from the
+# LatHAdapter abstract alone (its equations were not available), so it is "LatHAdapter-style"
+FEWSHOT_LABELS = {"lathadapter": "LatHAdapter-style"}
+
+
+def fewshot_label(method: str) -> str:
+    return FEWSHOT_LABELS.get(method, method)
 
 
 def headline(result: dict, k: int) -> dict[str, float]:
@@ -178,10 +185,10 @@ def plot_fewshot(fs: dict, dest: Path) -> None:
     for i, (method, by_k) in enumerate(fs["results"].items()):
         ks = sorted(int(k) for k in by_k)  # JSON keys are strings: "16" sorts before "2"
         colour = plt.cm.tab10(i % 10)
-        ax.plot(ks, [by_k[str(k)]["base"] for k in ks], "-o", color=colour, label=f"{method} (base)")
+        ax.plot(ks, [by_k[str(k)]["base"] for k in ks], "-o", color=colour, label=f"{fewshot_label(method)} (base)")
         novel = [by_k[str(k)]["novel"] for k in ks]
         if None not in novel:
-            ax.plot(ks, novel, "--", marker="x", color=colour, label=f"{method} (novel)")
+            ax.plot(ks, novel, "--", marker="x", color=colour, label=f"{fewshot_label(method)} (novel)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("shots per base class (K)")
@@ -204,7 +211,7 @@ def fewshot_markdown(fs: dict) -> list[str]:
     for method, by_k in fs["results"].items():
         cells = [f"{by_k[k]['base']:.1f} / " + ("n/a" if by_k[k]["novel"] is None else f"{by_k[k]['novel']:.1f}")
                  for k in ks]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append(f"| {fewshot_label(method)} | " + " | ".join(cells) + " |")
     return lines + ["", "![few-shot](fewshot.png)", ""]
 
 
