@@ -78,6 +78,11 @@ def fewshot() -> Path:
     return DATA / "eval" / "fewshot.json"
 
 
+def tuning() -> Path:
+    """Every method's tuning grid results and choice (`python -m pipeline tune`; git-tracked)."""
+    return REPORTS / "tuning.json"
+
+
 def resume(method: str) -> Path:
     """Resumable training state (outside DVC outputs, which DVC clears before a stage runs)."""
     return DATA / ".resume" / method

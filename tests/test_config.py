@@ -44,7 +44,7 @@ def test_compare_suite_adds_every_retention_method(tmp_path: Path) -> None:
     ("finetune.select_on=best", "finetune.select_on"),
     ("runtime.device=tpu", "runtime.device"),
     ("roles.target=nope", "roles.target"),
-    ("datasets.glyphs.val_class_fraction=1.5", "datasets.glyphs.val_class_fraction"),
+    ("datasets.flags.val_class_fraction=1.5", "datasets.flags.val_class_fraction"),
     ("methods.infuse.lambda_distil=3", "methods.infuse.lambda_distil"),
     ("methods.infuse.lambda_distill=-3", "methods.infuse.lambda_distill"),
     ("methods.infuse.lambda_ewc=-1", "methods.infuse.lambda_ewc"),

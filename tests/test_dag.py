@@ -48,5 +48,5 @@ def test_resolved_stages_match_the_artifact_layout(project: Path) -> None:
     assert str(paths.neighbours()) in specs["neighbours"].outs and str(paths.neighbours()) in specs["report"].deps
     assert str(HTML) in specs["report"].outs
     assert ("teacher", "features") in edges(list(specs.values()))
-    assert not any(s.name.startswith("teacher") for s in specs.values() if "data/prepared/glyphs" in s.deps
+    assert not any(s.name.startswith("teacher") for s in specs.values() if "data/prepared/flags" in s.deps
                    and s.name == "teacher"), "the teacher must not depend on the target domain"

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     project = copy_project(tmp_path_factory.mktemp("ddp") / "project")
     run([sys.executable, "-m", "pipeline", "configure", "experiment=tiny", "finetune.select_on=last"], project)
-    for stage in (["prepare", "glyphs"], ["prepare", "web"], ["teacher"], ["features"]):
+    for stage in (["prepare", "flags"], ["prepare", "web"], ["teacher"], ["features"]):
         run([sys.executable, "-m", "pipeline", *stage], project)
     return project
 

@@ -36,7 +36,7 @@ def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "tiny"], project)
     out = run([str(BIN / "dvc"), "repro"], project)
-    assert {"prepare@glyphs", "teacher", "features", "finetune@infuse", "report"} <= ran_stages(out.stdout)
+    assert {"prepare@flags", "teacher", "features", "finetune@infuse", "report"} <= ran_stages(out.stdout)
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "results"], project)
     return project
@@ -92,7 +92,7 @@ def test_param_change_reruns_only_finetuning_and_dependents(reproduced: Path) ->
                "-S", "finetune.lr_backbone=0.003"], reproduced)
     ran = ran_stages(out.stdout)
     assert "finetune@infuse" in ran and "evaluate@infuse" in ran and "report" in ran
-    assert not ran & {"prepare@glyphs", "prepare@web", "teacher", "features"}, ran
+    assert not ran & {"prepare@flags", "prepare@web", "teacher", "features"}, ran
     diff = run([str(BIN / "dvc"), "metrics", "diff", "--md"], reproduced).stdout
     assert "summary.infuse" in diff or "methods.infuse" in diff, diff
 
@@ -104,7 +104,7 @@ def test_compare_suite_runs_every_method_and_the_wise_ft_curve(reproduced: Path)
     new = {"infuse_distill", "infuse_weights", "infuse_online", "lp_ft", "lwf", "gram", "ewc", "lora", "gift"}
     assert {f"finetune@{m}" for m in new} <= ran
     # shared work is reused: data, teacher, features, and the baselines' fine-tunes (run cache)
-    assert not ran & {"prepare@glyphs", "prepare@web", "teacher", "features", "finetune@naive"}, ran
+    assert not ran & {"prepare@flags", "prepare@web", "teacher", "features", "finetune@naive"}, ran
     s = summary(reproduced)
     for method in new | {"naive", "infuse"}:
         assert all(isinstance(s[method][f"delta_{k}"], float) for k in ("in_domain", "ood_image_image",
@@ -142,7 +142,7 @@ def test_killed_finetune_resumes_to_the_same_weights(tmp_path: Path) -> None:
     project = copy_project(tmp_path / "resume")
     overrides = ["experiment=tiny", "finetune.steps=120", "finetune.checkpoint_every=10", "finetune.validations=5"]
     run([sys.executable, "-m", "pipeline", "configure", *overrides], project)
-    for stage in (["prepare", "glyphs"], ["prepare", "web"], ["teacher"], ["features"]):
+    for stage in (["prepare", "flags"], ["prepare", "web"], ["teacher"], ["features"]):
         run([sys.executable, "-m", "pipeline", *stage], project)
     cmd = [sys.executable, "-m", "pipeline", "finetune", "infuse"]
     run(cmd, project)

@@ -272,21 +272,80 @@ def plot_deltas(summary: dict[str, dict[str, float]], dest: Path, seeds: dict | 
     plt.close(fig)
 
 
-def markdown(params: Params, summary: dict, results: dict, teacher: dict, wise: dict, fs: dict) -> str:
+SUMMARY_COLUMNS = (("in_domain", "in-domain"), ("ood_replay", "OOD replay"), ("ood_unseen", "OOD unseen"),
+                   ("ood_image_image", "OOD image-image"), ("ood_image_text", "OOD image-text"),
+                   ("zero_shot", "zero-shot"))
+
+
+def replay_marks(params: Params) -> dict[str, list[str]]:
+    """Method → what it reads of the replay domain's labels or class prompts while fine-tuning (the
+    retention-term registry says), for the † marks of the summary table."""
+    from pipeline.config import method_config
+    from pipeline.lib import retention
+
+    return {m: retention.uses_generic_labels_or_prompts(method_config(params, m)) for m in params.methods}
+
+
+def sets_markdown(params: Params, results: dict) -> list[str]:
+    """Which evaluation set is target, replay (touched by fine-tuning) or unseen."""
+    from pipeline.stages.common import set_kind
+
+    lines = ["## Evaluation sets", "", "Replay sets come from the domain fine-tuning reads (its train split for "
+             "distillation, its val split for selection, and its labels or class prompts for the † methods); "
+             "unseen sets come from domains no fine-tuning loss, selection rule, label or prompt touches.", "",
+             "| set | used for | dataset / split / subset | kind |", "|---|---|---|---|"]
+    groups = (("in_domain", "image-image"), ("out_of_domain", "image-image"), ("image_text", "image-text"),
+              ("zero_shot", "zero-shot"))
+    for group, use in groups:
+        for name, cfg in getattr(params.eval, group).items():
+            lines.append(f"| {name} | {use} | {cfg.dataset} / {cfg.split} / {cfg.subset or 'all'} | "
+                         f"{set_kind(params, cfg)} |")
+    return lines + [""]
+
+
+def tuning_markdown(params: Params, tuning: dict) -> list[str]:
+    """Each method's grid, the validation criterion of every value (reports/tuning.json) and the value used."""
+    from pipeline.config import method_config
+
+    if not params.tuning:
+        return []
+    recorded = tuning.get("methods", {}) if tuning.get("experiment") == params.experiment else {}
+    lines = ["## Tuning (validation only)", "", "Every method gets the same budget: one main knob, a 3-value grid, "
+             "chosen by the selected checkpoint's mean of target-val and replay-val mAP@k "
+             "(`python -m pipeline tune`).", "",
+             "| method | knob | grid (criterion ×100) | used |", "|---|---|---|---|"]
+    for method, entry in params.tuning.items():
+        results = recorded.get(method, {}).get("results", {})
+        cells = ", ".join(f"{v:g}" + (f" ({100 * results[f'{v:g}']['criterion']:.2f})" if f"{v:g}" in results else "")
+                          for v in entry.grid)
+        lines.append(f"| {method} | `{entry.key}` | {cells} | {getattr(method_config(params, method), entry.key):g} |")
+    return lines + [""]
+
+
+def markdown(params: Params, summary: dict, results: dict, teacher: dict, wise: dict, fs: dict,
+             tuning: dict | None = None) -> str:
     k = params.eval.k
-    lines = ["# Results", "", f"Experiment `{params.experiment}`, teacher seed {params.seed}, fine-tuning seed {params.finetune.seed}. All numbers in points "
-             f"(×100). Image-image: mAP@{k}; image-text: mean of I→T and T→I R@1. Δ = method − pretrained.", ""]
+    lines = ["# Results", "", f"Experiment `{params.experiment}`, teacher seed {params.seed}, fine-tuning seed "
+             f"{params.finetune.seed}. All numbers in points (×100). Image-image: mAP@{k}; image-text: mean of I→T "
+             "and T→I R@1; zero-shot: accuracy. Δ = method − pretrained. OOD image-image is the mean over every "
+             "out-of-domain set, replay and unseen alike.", ""]
     if teacher.get("zero_shot"):
         zs = ", ".join(f"{n} {z['zero_shot_accuracy']:.1f} % (chance {z['chance']:.1f} %)"
                        for n, z in teacher["zero_shot"].items())
         lines += [f"Teacher ({teacher.get('model')}): zero-shot accuracy on val: {zs}.", ""]
-    lines += ["| method | in-domain | Δ | OOD image-image | Δ | OOD image-text | Δ | zero-shot | Δ |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    columns = [(key, title) for key, title in SUMMARY_COLUMNS if key in summary[BASELINE]]
+    marks = replay_marks(params)
+    lines += ["| method | " + " | ".join(f"{title} | Δ" for _, title in columns) + " |",
+              "|---|" + "---|---|" * len(columns)]
     for m, row in summary.items():
         cells = []
-        for name in ("in_domain", "ood_image_image", "ood_image_text", "zero_shot"):
-            cells += [f"{row[name]:.2f}", f"{row.get('delta_' + name, 0.0):+.2f}" if m != BASELINE else "–"]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        for key, _ in columns:
+            cells += [f"{row[key]:.2f}", f"{row.get('delta_' + key, 0.0):+.2f}" if m != BASELINE else "–"]
+        lines.append(f"| {m}{' †' if marks.get(m) else ''} | " + " | ".join(cells) + " |")
+    marked = {m: why for m, why in marks.items() if why}
+    if marked:
+        lines += ["", "† reads replay-domain labels or class prompts while fine-tuning: " +
+                  "; ".join(f"{m} ({', '.join(why)})" for m, why in marked.items()) + "."]
     lines += ["", "![deltas](fig1_deltas.png)", ""]
     if wise:
         lines += [f"## WiSE-FT of `{params.wise_ft.base}` (no retraining)", "",
@@ -304,7 +363,8 @@ def markdown(params: Params, summary: dict, results: dict, teacher: dict, wise: 
     for m, r in results.items():
         lines.append(f"| {m} | " + " | ".join(f"{100 * r['image_image'][s][f'map@{k}']:.2f} / "
                                              f"{100 * r['image_image'][s]['top_1']:.2f}" for s in sets) + " |")
-    lines += ["", "## Checkpoint selection", "", "| method | rule | step | val target mAP | val generic mAP |",
+    lines += [""] + sets_markdown(params, results) + tuning_markdown(params, tuning or {})
+    lines += ["## Checkpoint selection", "", "| method | rule | step | val target mAP | val replay mAP |",
               "|---|---|---|---|---|"]
     for m, r in results.items():
         s = r["selection"]
@@ -329,7 +389,8 @@ def main(args: argparse.Namespace) -> None:
     plot_retention(summary, wise, params.wise_ft.base, RETENTION, seeds)
     if fs:
         plot_fewshot(fs, FEWSHOT)
-    text = markdown(params, summary, results, teacher, wise, fs)
+    tuning = pio.read_json(paths.tuning()) if paths.tuning().is_file() else {}
+    text = markdown(params, summary, results, teacher, wise, fs, tuning)
     with pio.atomic_path(REPORT) as tmp:
         tmp.write_text(text)
     report_html.write_page(params, text)
@@ -337,11 +398,13 @@ def main(args: argparse.Namespace) -> None:
 
 
 def print_summary(summary: dict[str, dict[str, float]]) -> None:
-    print(f"{'method':<16} {'in-domain':>10} {'Δ':>7} {'OOD img':>9} {'Δ':>7} {'OOD text':>9} {'Δ':>7}")
+    """The headline table: each group's absolute value and Δ against the pretrained model."""
+    columns = [(key, title) for key, title in SUMMARY_COLUMNS if key in summary.get(BASELINE, {})]
+    print(f"{'method':<16}" + "".join(f" {title:>{max(10, len(title))}} {'Δ':>7}" for _, title in columns))
     for m, row in summary.items():
-        d = lambda n: f"{row['delta_' + n]:+7.2f}" if "delta_" + n in row else f"{'':>7}"  # noqa: E731
-        print(f"{m:<16} {row['in_domain']:10.2f} {d('in_domain')} {row['ood_image_image']:9.2f} "
-              f"{d('ood_image_image')} {row['ood_image_text']:9.2f} {d('ood_image_text')}")
+        cells = [f" {row[key]:{max(10, len(title))}.2f} " + (f"{row['delta_' + key]:+7.2f}" if "delta_" + key in row
+                                                             else " " * 7) for key, title in columns]
+        print(f"{m:<16}" + "".join(cells))
 
 
 def summary(args: argparse.Namespace) -> None:

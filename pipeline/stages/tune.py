@@ -24,7 +24,6 @@ from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import ConfigError, Params, load_params, method_config
 
-TUNING_JSON = paths.REPORTS / "tuning.json"
 TUNING_MD = paths.REPORTS / "tuning.md"
 CRITERION = "all"  # every method is compared on the same validation criterion
 
@@ -82,7 +81,7 @@ def tune_method(params: Params, method: str, state: dict[str, dict]) -> None:
 
 
 def write(params: Params, state: dict[str, dict]) -> None:
-    pio.write_json({"experiment": params.experiment, "methods": state}, TUNING_JSON)
+    pio.write_json({"experiment": params.experiment, "methods": state}, paths.tuning())
     with pio.atomic_path(TUNING_MD) as tmp:
         tmp.write_text(markdown(state))
 
@@ -104,7 +103,7 @@ def main(args: argparse.Namespace) -> None:
     unknown = [m for m in wanted if m not in params.tuning]
     if unknown:
         raise ConfigError(f"no tuning grid for {unknown}: `tuning:` defines {sorted(params.tuning)}")
-    previous = pio.read_json(TUNING_JSON) if TUNING_JSON.is_file() else {}
+    previous = pio.read_json(paths.tuning()) if paths.tuning().is_file() else {}
     state = dict(previous.get("methods", {})) if previous.get("experiment") == params.experiment else {}
     for method in wanted:
         tune_method(params, method, state)
