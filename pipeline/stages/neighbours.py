@@ -35,7 +35,7 @@ def main(args: argparse.Namespace) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    params = load_params(args.params)
+    params = load_params(args.params, args.overrides)
     q = params.qualitative
     sets = chosen_sets(params)
     rows = []  # (set name, query image, [(method, [(image, hit)])])
