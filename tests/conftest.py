@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,10 +16,14 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_T
 os.environ.update(OFFLINE)
 
 
+def tool_env() -> dict[str, str]:
+    """The environment commands run in: the venv's tools (dvc, snakemake, python) first on PATH."""
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", **OFFLINE)
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run a command with the venv's tools first on PATH; on failure show its output."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", **OFFLINE)
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
@@ -48,6 +53,22 @@ def project(tmp_path: Path) -> Path:
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-qm", "tiny"], dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def reproduced_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny project after one full `dvc repro`, committed with its dvc.lock (shared by the slow
+    modules: clone it, or change only what a test puts back)."""
+    project = copy_project(tmp_path_factory.mktemp("dvc") / "project")
+    run([sys.executable, "-m", "pipeline", "configure", "experiment=tiny"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "tiny"], project)
+    out = run([str(Path(sys.executable).parent / "dvc"), "repro"], project)
+    assert {"prepare@glyphs", "teacher", "features", "finetune@infuse", "report"} <= \
+        set(re.findall(r"Running stage '([^']+)'", out.stdout))
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "results"], project)
+    return project
 
 
 @pytest.fixture(scope="session")
