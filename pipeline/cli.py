@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
             mode = p.add_mutually_exclusive_group()
             mode.add_argument("--check", action="store_true", help="exit non-zero when dvc.yaml differs")
             mode.add_argument("--write", action="store_true", help="write the closures into dvc.yaml")
+            mode.add_argument("--affected", metavar="FILE", help="list the stages whose code deps contain FILE")
             continue
         if arg:
             p.add_argument(arg)

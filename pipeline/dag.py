@@ -185,8 +185,19 @@ def describe(differences: dict[str, tuple[list[str], list[str]]]) -> str:
     return "\n".join(lines)
 
 
+def affected_stages(source: str, root: Path | str = ".") -> list[str]:
+    """The stages (DVC addresses) whose code deps contain `source`: what editing it reruns first."""
+    from pipeline.codedeps import stage_code_deps
+
+    return [s.name for s in load_stages(root) if source in stage_code_deps(s.kind, root)]
+
+
 def main(args) -> None:
-    """`python -m pipeline dag [--check | --write]`: dvc.yaml's code deps against the import closure."""
+    """`python -m pipeline dag [--check | --write | --affected FILE]`: dvc.yaml's code deps against the
+    import closure, or the stages an edit of FILE reruns."""
+    if args.affected:
+        print("\n".join(affected_stages(Path(args.affected).as_posix())) or f"[dag] no stage imports {args.affected}")
+        return
     differences = sync_code_deps(DVC_YAML, ".", write=args.write)
     if not differences:
         print(f"[dag] {DVC_YAML}: every stage's code deps are its import closure")

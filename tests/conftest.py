@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
@@ -64,7 +65,8 @@ def reproduced_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "tiny"], project)
     out = run([str(Path(sys.executable).parent / "dvc"), "repro"], project)
-    assert {"prepare@glyphs", "teacher", "features", "finetune@infuse", "report"} <= \
+    target = yaml.safe_load((project / "params.yaml").read_text())["roles"]["target"]
+    assert {f"prepare@{target}", "teacher", "features", "finetune@infuse", "report"} <= \
         set(re.findall(r"Running stage '([^']+)'", out.stdout))
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "results"], project)

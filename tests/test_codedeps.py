@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from pipeline.codedeps import import_closure, stage_code_deps
-from pipeline.dag import load_stages, sync_code_deps
+from pipeline.dag import affected_stages, load_stages, sync_code_deps
 from tests.conftest import ROOT, copy_project, run
 
 ENCODER_STAGES = {"teacher", "features", "finetune", "embed", "wiseft", "fewshot"}
@@ -46,6 +46,9 @@ def test_stages_depend_on_what_they_import() -> None:
         assert {"pipeline/cli.py", "pipeline/__main__.py", "pipeline/config.py"} <= set(closures[kind]), kind
         assert f"pipeline/stages/{kind}.py" in closures[kind]
     assert [k for k in kinds if "pipeline/lib/fewshot.py" in closures[k]] == ["fewshot"]
+    assert affected_stages("pipeline/lib/fewshot.py", ROOT) == ["fewshot"]
+    assert set(affected_stages("pipeline/stages/encoders.py", ROOT)) == \
+        {s.name for s in load_stages(ROOT) if s.kind in ENCODER_STAGES}
     assert "pipeline/stages/encoders.py" not in closures["report"]  # the light stages stay light
 
 
