@@ -1,13 +1,16 @@
 # The same pipeline for Snakemake (workstation or HPC), built from dvc.yaml through DVC's parser:
 # one definition of the DAG, no drift (tests/test_dag.py compares both tools' graphs).
 #   snakemake --cores 8                      # like `dvc repro`
-#   snakemake --profile profiles/slurm       # on a SLURM cluster (GPU stages get a GPU)
-from pipeline.dag import is_directory, load_stages, params_signature
+#   snakemake --profile profiles/slurm       # on a SLURM cluster (docs/hpc.md)
+# Each rule asks for the threads, memory, wall time and GPUs of `resources.<stage>` in params.yaml
+# and passes its threads to the stage (`--threads`, i.e. runtime.threads). Logs: logs/<rule>.log.
+# The default target ends with `dvc commit`, so DVC knows the results (`dvc status` is clean).
+from pipeline.config import load_params
+from pipeline.dag import is_directory, job_for, load_stages, params_signature
 
-configfile: "params.yaml"
-
+PARAMS = load_params("params.yaml")
 STAGES = load_stages(".")
-GPU_STAGES = ("teacher", "features", "finetune", "embed")
+ENVIRONMENT = "environment.yml"  # used with --software-deployment-method conda
 
 
 def _outputs(stage):
@@ -15,12 +18,20 @@ def _outputs(stage):
 
 
 rule all:
+    # every stage's outputs, then record them in dvc.lock and the DVC cache: the same state
+    # `dvc repro` leaves (dvc commit hashes what Snakemake produced, it reruns nothing)
     default_target: True
+    localrule: True
     input:
         [o for s in STAGES for o in s.outs],
+    log:
+        "logs/dvc_commit.log",
+    shell:
+        "dvc commit --force > {log} 2>&1"
 
 
 for _stage in STAGES:
+    _job = job_for(_stage, PARAMS, config)
 
     rule:
         name:
@@ -29,14 +40,18 @@ for _stage in STAGES:
             _stage.deps,
         output:
             _outputs(_stage),
+        log:
+            f"logs/{_stage.rule}.log",
         params:
             # the command goes through params: a `shell:` expression is evaluated when the job
             # runs, by which time the loop variable names the last stage
             cmd=_stage.cmd,
             signature=params_signature(_stage),
+        threads: _job.threads
         resources:
-            gpu=1 if _stage.name.split("@")[0] in GPU_STAGES else 0,
-            slurm_partition=config.get("slurm_gpu_partition" if _stage.name.split("@")[0] in GPU_STAGES
-                                       else "slurm_cpu_partition", "")
+            **_job.resources,
+        localrule: _job.local
+        conda:
+            ENVIRONMENT
         shell:
-            "{params.cmd}"
+            "{params.cmd} --threads {threads} 2>&1 | tee {log}"

@@ -33,6 +33,7 @@ STAGES: dict[str, tuple[str, str, str | None]] = {
     "snapshot": ("pipeline.stages.snapshot", "check reports/report.html in headless Chromium, save a screenshot",
                  None),
     "configure": ("pipeline.stages.configure", "compose params.yaml from a Hydra preset + overrides", None),
+    "dag": ("pipeline.dag", "check (--check) or rewrite (--write) dvc.yaml's code deps: each stage's import closure", None),
 }
 
 
@@ -44,12 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "configure":
             p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=paper_sop_siglip")
             p.add_argument("--output", default="params.yaml")
+            p.add_argument("--reset", action="store_true",
+                           help="start from the presets alone, not from the overrides recorded in --output")
+            continue
+        if name == "dag":
+            mode = p.add_mutually_exclusive_group()
+            mode.add_argument("--check", action="store_true", help="exit non-zero when dvc.yaml differs")
+            mode.add_argument("--write", action="store_true", help="write the closures into dvc.yaml")
+            mode.add_argument("--affected", metavar="FILE", help="list the stages whose code deps contain FILE")
             continue
         if arg:
             p.add_argument(arg)
         p.add_argument("--params", default="params.yaml", help="the configuration file (default params.yaml)")
+        p.add_argument("--threads", type=int, default=None,
+                       help="override runtime.threads (Snakemake passes the cores its job was given)")
         add_tool_arguments(name, p)
     return parser
+
+
+def param_overrides(args: argparse.Namespace) -> list[str]:
+    """`key=value` overrides of params.yaml that come from command-line flags."""
+    return [] if args.threads is None else [f"runtime.threads={args.threads}"]
 
 
 def add_tool_arguments(name: str, p: argparse.ArgumentParser) -> None:
@@ -71,6 +87,8 @@ def add_tool_arguments(name: str, p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "params"):  # a stage that reads params.yaml: `load_params(args.params, args.overrides)`
+        args.overrides = param_overrides(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     module = importlib.import_module(STAGES[args.stage][0])
@@ -82,5 +100,5 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"error [{args.stage}]: {err}", file=sys.stderr)
         sys.exit(1)
-    if args.stage not in ("summary", "configure", "search"):
+    if args.stage not in ("summary", "configure", "search", "dag"):
         print(f"[{args.stage}] done in {time.time() - start:.1f} s", file=sys.stderr)

@@ -8,6 +8,8 @@ wrong type fails before any work with the dotted key in the message; `validate` 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -245,6 +247,17 @@ class IndexCfg:
 
 
 @dataclass
+class StageResources:
+    """What one stage's job asks a scheduler for (Snakemake, SLURM). DVC runs stages one at a time and
+    ignores it; results do not depend on it (Snakemake passes `threads` as runtime.threads)."""
+    threads: int = 2              # CPU cores of the job
+    mem_mb: int = 8000            # memory (SLURM --mem)
+    runtime_min: int = 60         # wall-clock limit in minutes (SLURM --time)
+    gpu: int = 0                  # GPUs (SLURM --gpus): every stage that runs the encoder wants one
+    local: bool = False           # run on the submitting host instead of as a cluster job (localrules)
+
+
+@dataclass
 class Params:
     experiment: str = "embedded"
     seed: int = 0
@@ -261,14 +274,18 @@ class Params:
     fewshot: FewShotCfg = field(default_factory=FewShotCfg)
     index: IndexCfg = field(default_factory=IndexCfg)
     eval: EvalCfg = field(default_factory=EvalCfg)
+    resources: dict[str, StageResources] = field(default_factory=dict)  # per stage (cli.STAGES name)
 
 
 # ----------------------------------------------------------------------------------- loading
-def load_params(path: Path | str = PARAMS_FILE, overrides: list[str] | None = None) -> Params:
-    """Read params.yaml (plus optional `key=value` overrides), type-check and validate it."""
+def load_params(path: Path | str = PARAMS_FILE, overrides: list[str] | None = None,
+                label: str | None = None) -> Params:
+    """Read params.yaml (plus optional `key=value` overrides), type-check and validate it. Messages
+    name the key, prefixed by `label` (default: the file's path; '' for none)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file not found: {path} (run from the project root)")
+    prefix = f"{path if label is None else label}: " if label != "" else ""
     schema = OmegaConf.structured(Params)
     try:
         merged = OmegaConf.merge(schema, OmegaConf.load(path))
@@ -276,10 +293,76 @@ def load_params(path: Path | str = PARAMS_FILE, overrides: list[str] | None = No
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(overrides))
         params: Params = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or "?"
-        raise ConfigError(f"{path}: invalid key or value at '{key}': {err.msg.splitlines()[0]}") from None
+        raise ConfigError(prefix + describe_error(err)) from None
     validate(params)
     return params
+
+
+def describe_error(err: OmegaConfBaseException) -> str:
+    """One line naming the key: an unknown key with what it could have meant, or the bad value."""
+    key = getattr(err, "full_key", None) or "?"
+    if isinstance(err, (KeyError, AttributeError)):  # ConfigKeyError / ConfigAttributeError: not in the schema
+        return unknown_key(key)
+    return f"{key}: {err.msg.splitlines()[0]}"
+
+
+def unknown_key(key: str, tree: dict[str, Any] | None = None) -> str:
+    """'finetune.stpes: unknown key, did you mean finetune.steps?': the first part of a dotted key
+    that neither the schema nor, below a free-named level (datasets.<name>), `tree` (the composed
+    configuration) knows, with its closest sibling."""
+    parts = key.split(".")
+    for i, name in enumerate(parts):
+        parent = ".".join(parts[:i])
+        known = known_keys(parent, tree)
+        if known is not None and name not in known:
+            return f"{parent + '.' if parent else ''}{name}: unknown key" + _suggestion(name, known, parent)
+    return f"{key}: unknown key"
+
+
+def _suggestion(name: str, known: list[str], parent: str) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if close:
+        return f", did you mean {parent + '.' if parent else ''}{close[0]}?"
+    return f" (valid: {', '.join(sorted(known))})" if known else ""
+
+
+def _override_table(parts: list[str]) -> type | None:
+    """Plain dicts whose keys are another schema's: a method's entries override `finetune`."""
+    if len(parts) == 2 and parts[0] == "methods":
+        return FinetuneCfg
+    return FewShotSettings if parts == ["fewshot", "settings"] else None
+
+
+def known_keys(dotted: str, tree: dict[str, Any] | None = None) -> list[str] | None:
+    """The keys allowed under a dotted path ('' = top level): a dataclass's fields; at a free-named
+    level (datasets, methods, eval.in_domain, resources) the names `tree` has there; None when
+    unknowable (no tree) or below a leaf."""
+    node: Any = Params
+    parts = [p for p in dotted.split(".") if p]
+    for i, part in enumerate(parts):
+        if dataclasses.is_dataclass(node):
+            hints = typing.get_type_hints(node)
+            if part not in hints:
+                return None
+            node = _unwrap_optional(hints[part])
+        elif typing.get_origin(node) is dict:
+            node = _unwrap_optional(typing.get_args(node)[1])
+        else:
+            return None
+        node = _override_table(parts[: i + 1]) or node
+    if dataclasses.is_dataclass(node):
+        return [f.name for f in dataclasses.fields(node)]
+    if typing.get_origin(node) is dict and tree is not None:
+        sub: Any = tree
+        for part in parts:
+            sub = sub.get(part, {}) if isinstance(sub, dict) else {}
+        return list(sub) if isinstance(sub, dict) else None
+    return None
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if typing.get_origin(tp) is typing.Union and len(args) == 1 else tp
 
 
 def method_config(params: Params, method: str) -> FinetuneCfg:
@@ -287,10 +370,10 @@ def method_config(params: Params, method: str) -> FinetuneCfg:
     if method not in params.methods:
         raise ConfigError(f"unknown method '{method}': params.yaml defines {sorted(params.methods)}")
     overrides = params.methods[method] or {}
-    known = {f.name for f in dataclasses.fields(FinetuneCfg)}
+    known = [f.name for f in dataclasses.fields(FinetuneCfg)]
     for key in overrides:
         if key not in known:
-            raise ConfigError(f"methods.{method}.{key}: unknown key (valid: {sorted(known)})")
+            raise ConfigError(unknown_key(f"methods.{method}.{key}"))
     try:
         merged = OmegaConf.merge(OmegaConf.structured(params.finetune), overrides)
     except OmegaConfBaseException as err:
@@ -393,9 +476,10 @@ def _validate_fewshot(params: Params) -> None:
     _require(0 < fs.base_fraction <= 1, "fewshot.base_fraction", f"must be in (0, 1], got {fs.base_fraction}")
     for m in fs.methods:
         _one_of(m, FEWSHOT_METHODS, "fewshot.methods")
-    known = {f.name for f in dataclasses.fields(FewShotSettings)} - {"seed"}
+    known = [f.name for f in dataclasses.fields(FewShotSettings) if f.name != "seed"]
     for key in fs.settings:
-        _require(key in known, f"fewshot.settings.{key}", f"unknown key (valid: {sorted(known)})")
+        if key not in known:
+            raise ConfigError(unknown_key(f"fewshot.settings.{key}"))
     _one_of(fs.settings.get("geometry", "hyperbolic"), ("hyperbolic", "cosine"), "fewshot.settings.geometry")
     scale = fs.settings.get("logit_scale")
     _require(scale is None or scale > 0, "fewshot.settings.logit_scale", f"must be > 0 (or null: the model's), got {scale}")
@@ -429,6 +513,19 @@ def _validate_world(params: Params) -> None:
         if generic.source == "embedded_web":
             missing = sorted(set(params.roles.generic_subsets) - set(generic.subsets))
             _require(not missing, "roles.generic_subsets", f"{missing} are not subsets of datasets.{params.roles.generic}")
+
+
+def _validate_resources(params: Params) -> None:
+    from pipeline.cli import STAGES  # the stage registry names the stages a job can be asked for
+
+    for stage, res in params.resources.items():
+        key = f"resources.{stage}"
+        if stage not in STAGES:
+            raise ConfigError(f"{key}: not a stage" + _suggestion(stage, list(STAGES), "resources"))
+        _positive(res.threads, f"{key}.threads")
+        _positive(res.mem_mb, f"{key}.mem_mb")
+        _positive(res.runtime_min, f"{key}.runtime_min")
+        _positive(res.gpu, f"{key}.gpu", allow_zero=True)
 
 
 def validate(params: Params) -> None:
@@ -482,3 +579,4 @@ def validate(params: Params) -> None:
             _require(es.dataset in params.datasets, f"eval.{group}.{name}.dataset",
                      f"'{es.dataset}' is not a key of datasets")
     _require("{}" in params.eval.prompt_template, "eval.prompt_template", "must contain '{}'")
+    _validate_resources(params)

@@ -8,6 +8,7 @@ links such stages.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -27,6 +28,38 @@ class StageSpec:
     def rule(self) -> str:
         """Snakemake rule name (identifiers only): finetune@infuse → finetune__infuse."""
         return self.name.replace("@", "__").replace("-", "_")
+
+    @property
+    def kind(self) -> str:
+        """The CLI stage it runs (`python -m pipeline finetune infuse` → finetune)."""
+        match = PIPELINE_CMD.match(self.cmd)
+        return match.group(1) if match else self.name.split("@")[0]
+
+
+@dataclass
+class Job:
+    """What a Snakemake rule asks the scheduler for."""
+    threads: int
+    resources: dict[str, Any]
+    local: bool
+
+
+def job_for(spec: StageSpec, params: Any, cluster: dict[str, Any]) -> Job:
+    """Threads, memory, wall time and GPUs of a stage's rule from `resources.<stage>` in params.yaml;
+    the SLURM partition from the Snakemake config (`slurm_gpu_partition` for stages that take a GPU,
+    `slurm_cpu_partition` for the others; none when not given)."""
+    if spec.kind not in params.resources:
+        raise ValueError(f"resources.{spec.kind}: missing in params.yaml (stage {spec.name}): add it to "
+                         f"conf/resources/default.yaml and run `python -m pipeline configure`")
+    res = params.resources[spec.kind]
+    gpu = res.gpu
+    if spec.kind == "finetune" and gpu and params.runtime.processes > 1:
+        gpu = max(gpu, params.runtime.processes)  # torchrun starts one process per GPU
+    resources: dict[str, Any] = {"mem_mb": res.mem_mb, "runtime": res.runtime_min, "gpu": gpu}
+    partition = cluster.get("slurm_gpu_partition" if gpu else "slurm_cpu_partition")
+    if partition:
+        resources["slurm_partition"] = partition
+    return Job(res.threads, resources, res.local)
 
 
 def is_directory(path: str) -> bool:
@@ -88,3 +121,90 @@ def edges(specs: list[StageSpec]) -> set[tuple[str, str]]:
 def params_signature(spec: StageSpec) -> str:
     """The stage's params as one JSON string: Snakemake reruns a rule when it changes."""
     return json.dumps(spec.params, sort_keys=True, default=str)
+
+
+# ------------------------------------------------------------------ code deps: derived, not hand-written
+DVC_YAML = Path("dvc.yaml")
+CODE_PREFIX = "pipeline/"
+PIPELINE_CMD = re.compile(r"^python -m pipeline (\w+)")
+
+
+def _round_trip_yaml():
+    """A YAML reader/writer that keeps dvc.yaml's comments, order and layout."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    return yaml
+
+
+def _is_code(dep: Any) -> bool:
+    return isinstance(dep, str) and dep.startswith(CODE_PREFIX)
+
+
+def sync_code_deps(path: Path = DVC_YAML, root: Path | str = ".", write: bool = False) -> dict[str, tuple[list[str], list[str]]]:
+    """Compare (and with `write`, replace) each pipeline stage's `pipeline/...` deps in dvc.yaml with the
+    import closure of the stage's module; data and params deps, comments and order stay as they are.
+    Returns stage → (missing from dvc.yaml, listed but not imported) for the stages that differ."""
+    from pipeline.codedeps import stage_code_deps
+
+    yaml = _round_trip_yaml()
+    doc = yaml.load(path.read_text())
+    differences: dict[str, tuple[list[str], list[str]]] = {}
+    for name, stage in (doc.get("stages") or {}).items():
+        body = stage.get("do", stage)  # foreach stages keep their definition under `do`
+        match = PIPELINE_CMD.match(str(body.get("cmd", "")))
+        if match is None:
+            continue  # not one of our stages: its deps are its author's business
+        deps = body.get("deps") or []
+        listed = [d for d in deps if _is_code(d)]
+        wanted = stage_code_deps(match.group(1), root)
+        if listed == wanted:
+            continue
+        differences[name] = (sorted(set(wanted) - set(listed)), sorted(set(listed) - set(wanted)))
+        others = [d for d in deps if not _is_code(d)]
+        if "deps" not in body:
+            body["deps"] = []
+        body["deps"][:] = [*wanted, *others]
+    if write and differences:
+        from pipeline import io as pio
+
+        with pio.atomic_path(path) as tmp, tmp.open("w") as out:
+            yaml.dump(doc, out)
+    return differences
+
+
+def describe(differences: dict[str, tuple[list[str], list[str]]]) -> str:
+    lines = []
+    for stage, (missing, extra) in differences.items():
+        lines += [f"{stage}: + {f}" for f in missing] + [f"{stage}: - {f}" for f in extra]
+        if not missing and not extra:
+            lines.append(f"{stage}: same files, another order")
+    return "\n".join(lines)
+
+
+def affected_stages(source: str, root: Path | str = ".") -> list[str]:
+    """The stages (DVC addresses) whose code deps contain `source`: what editing it reruns first."""
+    from pipeline.codedeps import stage_code_deps
+
+    return [s.name for s in load_stages(root) if source in stage_code_deps(s.kind, root)]
+
+
+def main(args) -> None:
+    """`python -m pipeline dag [--check | --write | --affected FILE]`: dvc.yaml's code deps against the
+    import closure, or the stages an edit of FILE reruns."""
+    if args.affected:
+        print("\n".join(affected_stages(Path(args.affected).as_posix())) or f"[dag] no stage imports {args.affected}")
+        return
+    differences = sync_code_deps(DVC_YAML, ".", write=args.write)
+    if not differences:
+        print(f"[dag] {DVC_YAML}: every stage's code deps are its import closure")
+        return
+    print(describe(differences))
+    if args.write:
+        print(f"[dag] rewrote the code deps of {len(differences)} stage(s) in {DVC_YAML}")
+    elif args.check:
+        raise RuntimeError(f"{DVC_YAML}: code deps of {len(differences)} stage(s) differ from their import closure "
+                           f"(listed above): run `python -m pipeline dag --write`")

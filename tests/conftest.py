@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
@@ -15,13 +17,20 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_T
 os.environ.update(OFFLINE)
 
 
+def tool_env() -> dict[str, str]:
+    """The environment commands run in: the venv's tools (dvc, snakemake, python) first on PATH."""
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", **OFFLINE)
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run a command with the venv's tools first on PATH; on failure show its output."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", **OFFLINE)
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
+
+
+REPORT_INPUTS = ("reports/tuning.json", "reports/seeds.json")
 
 
 def copy_project(dest: Path) -> Path:
@@ -30,7 +39,8 @@ def copy_project(dest: Path) -> Path:
                            text=True, check=True).stdout.split()
     for rel in files:
         src = ROOT / rel
-        if src.is_file() and not rel.startswith(("data/", "reports/", "tests/")):
+        # reports/ holds results, except the inputs the report stage reads (what `tune` and `seeds` wrote)
+        if src.is_file() and (not rel.startswith(("data/", "reports/", "tests/")) or rel in REPORT_INPUTS):
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     (dest / "data").mkdir(exist_ok=True)
@@ -48,6 +58,23 @@ def project(tmp_path: Path) -> Path:
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-qm", "tiny"], dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def reproduced_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny project after one full `dvc repro`, committed with its dvc.lock (shared by the slow
+    modules: clone it, or change only what a test puts back)."""
+    project = copy_project(tmp_path_factory.mktemp("dvc") / "project")
+    run([sys.executable, "-m", "pipeline", "configure", "experiment=tiny"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "tiny"], project)
+    out = run([str(Path(sys.executable).parent / "dvc"), "repro"], project)
+    target = yaml.safe_load((project / "params.yaml").read_text())["roles"]["target"]
+    assert {f"prepare@{target}", "teacher", "features", "finetune@infuse", "report"} <= \
+        set(re.findall(r"Running stage '([^']+)'", out.stdout))
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "results"], project)
+    return project
 
 
 @pytest.fixture(scope="session")

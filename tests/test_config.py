@@ -1,6 +1,7 @@
 """params.yaml schema: presets compose to valid configs, bad keys/values fail naming the key."""
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -83,3 +84,50 @@ def test_configure_refuses_a_bad_override_and_keeps_the_file(tmp_path: Path) -> 
                check=False)
     assert proc.returncode != 0 and "finetune.steps" in proc.stderr
     assert out.read_text() == "sentinel\n"
+
+
+@pytest.mark.parametrize("override, hint", [
+    ("finetune.stpes=3", "did you mean finetune.steps?"),
+    ("runtim.threads=1", "did you mean runtime?"),
+    ("datasets.glyphs.n_clases=3", "did you mean datasets.glyphs.n_classes?"),
+    ("methods.infuse.lambda_distil=3", "did you mean methods.infuse.lambda_distill?"),
+    ("fewshot.settings.stepz=3", "did you mean fewshot.settings.steps?"),
+])
+def test_a_misspelt_key_says_what_it_could_have_meant(override: str, hint: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(hint)):
+        load_params(ROOT / "params.yaml", overrides=[override])
+
+
+def test_a_misspelt_key_in_params_yaml_says_what_it_could_have_meant(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "params.yaml").read_text().replace("\n  lr_backbone:", "\n  lr_bakcbone:"))
+    with pytest.raises(ConfigError, match=re.escape("finetune.lr_bakcbone: unknown key, did you mean "
+                                                    "finetune.lr_backbone?")):
+        load_params(params)
+
+
+@pytest.mark.parametrize("override, says", [
+    ("finetune.stpes=3", "finetune.stpes: unknown key, did you mean finetune.steps?"),
+    ("datasets.glyhps.n_classes=3", "datasets.glyhps: unknown key, did you mean datasets.glyphs?"),
+    ("experiment=tiyn", "experiment=tiyn: no such preset in conf/experiment, did you mean experiment=tiny?"),
+    ("finetune.steps=abc", "finetune.steps: Value 'abc' of type 'str' could not be converted to Integer"),
+])
+def test_configure_errors_name_the_key_not_hydra_syntax_or_temporary_files(override: str, says: str,
+                                                                          tmp_path: Path) -> None:
+    out = tmp_path / "params.yaml"
+    proc = run([sys.executable, "-m", "pipeline", "configure", override, "--output", str(out)], ROOT, check=False)
+    assert proc.returncode == 1 and not out.exists()
+    assert proc.stderr.strip() == f"error [configure]: {says}"  # one line, no "+key" hint, no temporary path
+
+
+def test_configure_keeps_the_previous_overrides_until_reset(tmp_path: Path) -> None:
+    out = tmp_path / "params.yaml"
+    configure = [sys.executable, "-m", "pipeline", "configure", "--output", str(out)]
+    run([*configure, "experiment=tiny", "finetune.steps=5"], ROOT)
+    second = run([*configure, "finetune.steps=3"], ROOT)
+    params = load_params(out)
+    assert (params.experiment, params.finetune.steps) == ("tiny", 3)  # kept tiny, replaced steps
+    assert "kept from the previous configure: experiment=tiny" in second.stdout
+    run([*configure, "--reset", "finetune.steps=4"], ROOT)
+    params = load_params(out)
+    assert (params.experiment, params.finetune.steps) == ("embedded", 4)

@@ -1,11 +1,15 @@
 """The seeds table: one result per seed from `dvc exp show` rows, mean ± sample std per Δ."""
 from __future__ import annotations
 
+import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 
-from pipeline.stages.seeds import aggregate, collect, markdown
+from pipeline.stages.seeds import aggregate, collect, markdown, require_seeds
+from tests.conftest import run
 
 
 def row(seed: object, naive: float, infuse: float, **extra: object) -> dict:
@@ -49,3 +53,26 @@ def test_unusable_values_are_skipped(bad: object) -> None:
     by_seed = collect([row(0, bad, 9.0)], "embedded")  # type: ignore[arg-type]
     assert "delta_in_domain" not in by_seed[0]["naive"]
     assert not math.isnan(by_seed[0]["infuse"]["delta_in_domain"])
+
+
+def test_one_seed_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs at least 2 seeds"):
+        require_seeds(collect([row(0, 10.0, 9.0)], "embedded"))
+    with pytest.raises(ValueError, match="no results"):
+        require_seeds({})
+    require_seeds(collect([row(0, 10.0, 9.0), row(1, 12.0, 9.0)], "embedded"))
+
+
+def test_seeds_command_leaves_the_committed_table_alone_with_one_seed(project: Path) -> None:
+    """The workspace result (seed 0) alone: a clear error, and seeds.json / seeds.md untouched."""
+    reports = project / "reports"
+    reports.mkdir()
+    summary = {"naive": {"delta_in_domain": 4.0, "delta_ood_image_image": -20.0, "delta_ood_image_text": -6.0}}
+    (reports / "metrics.json").write_text(json.dumps({"summary": summary}))
+    for name in ("seeds.json", "seeds.md"):
+        (reports / name).write_text("committed table\n")
+    proc = run([sys.executable, "-m", "pipeline", "seeds"], project, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("error [seeds]: only finetune.seed [0] has results; the table needs at least 2")
+    for name in ("seeds.json", "seeds.md"):
+        assert (reports / name).read_text() == "committed table\n"

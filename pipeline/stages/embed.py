@@ -17,7 +17,7 @@ from pipeline.stages.encoders import embed_eval_splits, load_method_visual
 
 
 def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
+    params = load_params(args.params, args.overrides)
     set_threads(params.runtime.threads)
     device = resolve_device(params.runtime.device)
     visual, spec = load_method_visual(args.method, device)  # text embeddings come from the `features` stage

@@ -97,7 +97,7 @@ def all_metrics(params: Params, load: EmbeddingLoader, label: str, indices: Inde
 
 
 def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
+    params = load_params(args.params, args.overrides)
     faiss.omp_set_num_threads(max(1, params.runtime.threads))
     record = pio.read_json(paths.train_record(args.method))
     indices = lambda name: faiss.read_index(str(paths.index(args.method) / f"{name}.faiss"))  # noqa: E731

@@ -173,7 +173,7 @@ def model_card(params: Params, method: str, summary: dict, spec: dict, params_fi
 def main(args: argparse.Namespace) -> None:
     from open_clip.push_to_hf_hub import generate_readme
 
-    params = load_params(args.params)
+    params = load_params(args.params, args.overrides)
     method = args.method
     if method not in params.methods:
         raise ValueError(f"unknown method '{method}' (methods: {', '.join(params.methods)})")

@@ -23,7 +23,7 @@ from pipeline.stages.encoders import embed_sources, load_teacher
 
 
 def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
+    params = load_params(args.params, args.overrides)
     set_threads(params.runtime.threads)
     device = resolve_device(params.runtime.device)
     model, spec = load_teacher(device)

@@ -67,7 +67,7 @@ def harmonic(a: float, b: float) -> float:
 
 
 def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
+    params = load_params(args.params, args.overrides)
     cfg = params.fewshot
     set_threads(params.runtime.threads)
     device = resolve_device(params.runtime.device)

@@ -254,10 +254,12 @@ def write_curves(method: str, history: list[dict[str, float]]) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
+    params = load_params(args.params, args.overrides)
     cfg = method_config(params, args.method)
     if params.runtime.processes > 1 and not distributed.launched_by_torchrun() and cfg.kind != "pretrained":
-        distributed.relaunch_with_torchrun(params.runtime.processes, ["finetune", args.method, "--params", args.params])
+        threads = [] if args.threads is None else ["--threads", str(args.threads)]
+        distributed.relaunch_with_torchrun(params.runtime.processes, ["finetune", args.method, "--params", args.params,
+                                                                     *threads])
         return
     set_threads(params.runtime.threads)
     ctx = distributed.setup(params.runtime.device)

@@ -19,7 +19,7 @@ from pipeline.stages.common import eval_sets, select_rows, stored_embeddings
 
 
 def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
+    params = load_params(args.params, args.overrides)
     faiss.omp_set_num_threads(max(1, params.runtime.threads))
     report = {}
     with pio.atomic_path(paths.index(args.method), directory=True) as out:

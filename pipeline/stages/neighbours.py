@@ -128,7 +128,7 @@ def draw_figure(params: Params, sets: list[dict], dest) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
+    params = load_params(args.params, args.overrides)
     q = params.qualitative
     sets = [grid_entry(params, name, domain, cfg) for name, (domain, cfg) in eval_sets(params).items()]
     grid = {"queries": q.queries, "neighbours": q.neighbours, "methods": list(params.methods), "sets": sets}

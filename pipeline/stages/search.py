@@ -106,7 +106,7 @@ def format_results(table: pl.DataFrame) -> str:
 
 
 def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
+    params = load_params(args.params, args.overrides)
     if args.method not in params.methods:
         raise ValueError(f"unknown method '{args.method}' (methods: {', '.join(params.methods)})")
     if args.k < 1:

@@ -61,6 +61,18 @@ def collect(rows: list[dict[str, Any]], experiment: str) -> dict[int, dict[str, 
     return by_seed
 
 
+MIN_SEEDS = 2  # a spread needs two results; one would print "± 0.00 (n=1)" over the committed table
+
+
+def require_seeds(by_seed: dict[int, dict[str, dict[str, float]]]) -> None:
+    """Refuse to write a table that could not show a spread (leaving the written one as it is)."""
+    if not by_seed:
+        raise ValueError("no results found: run `dvc repro` and some `dvc exp run -S finetune.seed=N` first")
+    if len(by_seed) < MIN_SEEDS:
+        raise ValueError(f"only finetune.seed {sorted(by_seed)} has results; the table needs at least {MIN_SEEDS} "
+                         f"seeds: run e.g. `dvc exp run -S finetune.seed=1` first ({SEEDS_MD} is left as it is)")
+
+
 def aggregate(by_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
     """method → Δ name → {mean, std, n} (std with ddof=1 when n > 1)."""
     out: dict[str, dict[str, dict[str, float]]] = {}
@@ -105,8 +117,7 @@ def main(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     rows = dvc.api.exp_show(force=True)
     by_seed = collect(rows, params.experiment)
-    if not by_seed:
-        raise ValueError("no results found: run `dvc repro` and some `dvc exp run -S finetune.seed=N` first")
+    require_seeds(by_seed)
     table = aggregate(by_seed)
     pio.write_json({"experiment": params.experiment, "seeds": sorted(by_seed),
                     "per_seed": {str(k): v for k, v in sorted(by_seed.items())}, "summary": table}, SEEDS_JSON)

@@ -131,7 +131,7 @@ def zero_shot_report(params: Params, model: torch.nn.Module, tokenizer, spec: di
 
 
 def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
+    params = load_params(args.params, args.overrides)
     set_threads(params.runtime.threads)
     device = resolve_device(params.runtime.device)
     cfg = params.teacher

@@ -98,7 +98,7 @@ def markdown(methods: dict[str, dict]) -> str:
 
 
 def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
+    params = load_params(args.params, args.overrides)
     wanted = args.methods or list(params.tuning)
     unknown = [m for m in wanted if m not in params.tuning]
     if unknown:

@@ -22,7 +22,7 @@ from pipeline.stages.evaluate import all_metrics
 
 
 def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
+    params = load_params(args.params, args.overrides)
     set_threads(params.runtime.threads)
     faiss.omp_set_num_threads(max(1, params.runtime.threads))
     device = resolve_device(params.runtime.device)
