@@ -108,7 +108,7 @@ def test_a_misspelt_key_in_params_yaml_says_what_it_could_have_meant(tmp_path: P
 
 @pytest.mark.parametrize("override, says", [
     ("finetune.stpes=3", "finetune.stpes: unknown key, did you mean finetune.steps?"),
-    ("datasets.glyhps.n_classes=3", "datasets.glyhps: unknown key, did you mean datasets.glyphs?"),
+    ("datasets.flgas.n_classes=3", "datasets.flgas: unknown key, did you mean datasets.flags?"),
     ("experiment=tiyn", "experiment=tiyn: no such preset in conf/experiment, did you mean experiment=tiny?"),
     ("finetune.steps=abc", "finetune.steps: Value 'abc' of type 'str' could not be converted to Integer"),
 ])

@@ -66,7 +66,7 @@ def test_one_seed_is_refused() -> None:
 def test_seeds_command_leaves_the_committed_table_alone_with_one_seed(project: Path) -> None:
     """The workspace result (seed 0) alone: a clear error, and seeds.json / seeds.md untouched."""
     reports = project / "reports"
-    reports.mkdir()
+    reports.mkdir(exist_ok=True)
     summary = {"naive": {"delta_in_domain": 4.0, "delta_ood_image_image": -20.0, "delta_ood_image_text": -6.0}}
     (reports / "metrics.json").write_text(json.dumps({"summary": summary}))
     for name in ("seeds.json", "seeds.md"):
