@@ -60,6 +60,15 @@ def project(tmp_path: Path) -> Path:
     return dest
 
 
+def clone(source: Path, dest: Path, shared_cache: Path | None = None) -> Path:
+    """`git clone`; with `shared_cache`, its outputs checked out from that DVC cache."""
+    run(["git", "clone", "-q", str(source), str(dest)], dest.parent)
+    if shared_cache is not None:
+        run([str(Path(sys.executable).parent / "dvc"), "cache", "dir", "--local", str(shared_cache)], dest)
+        run([str(Path(sys.executable).parent / "dvc"), "checkout", "--quiet"], dest)
+    return dest
+
+
 @pytest.fixture(scope="session")
 def reproduced_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny project after one full `dvc repro`, committed with its dvc.lock (shared by the slow

@@ -14,21 +14,12 @@ import pytest
 
 from pipeline.config import load_params
 from pipeline.dag import affected_stages
-from tests.conftest import run, tool_env
+from tests.conftest import clone, run, tool_env
 
 pytestmark = pytest.mark.slow
 DVC = str(Path(sys.executable).parent / "dvc")
 # DVC's LockError: the workspace lock, or a stage's inputs/outputs held by the running repro
 LOCK_MESSAGE = re.compile(r"Unable to acquire lock|is busy, it is being blocked by")
-
-
-def clone(source: Path, dest: Path, shared_cache: Path | None = None) -> Path:
-    """`git clone`; with `shared_cache`, its outputs checked out from that DVC cache."""
-    run(["git", "clone", "-q", str(source), str(dest)], dest.parent)
-    if shared_cache is not None:
-        run([DVC, "cache", "dir", "--local", str(shared_cache)], dest)
-        run([DVC, "checkout", "--quiet"], dest)
-    return dest
 
 
 @pytest.fixture

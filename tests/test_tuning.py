@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config import ConfigError, load_params, method_config
 from pipeline.stages import tune
-from tests.conftest import ROOT, run
+from tests.conftest import ROOT, clone, run
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +68,29 @@ def test_the_committed_choices_are_the_configured_values(compare_params: Path) -
         assert set(rec["results"]) == set(rec["grid"]), method
         assert rec["choice"] == tune.choose(rec["results"]), method
         assert rec["choice"] == f"{getattr(method_config(params, method), entry.key):g}", method
+
+
+@pytest.mark.slow
+def test_tune_records_every_value_chooses_on_validation_and_resumes(reproduced_tiny: Path, tmp_path: Path) -> None:
+    project = clone(reproduced_tiny, tmp_path / "tune", reproduced_tiny / ".dvc" / "cache")
+    first = run([sys.executable, "-m", "pipeline", "tune", "naive"], project)
+    record = json.loads((project / "reports" / "tuning.json").read_text())
+    naive = record["methods"]["naive"]
+    assert record["experiment"] == "tiny" and naive["key"] == "lr_backbone"
+    assert set(naive["results"]) == set(naive["grid"]) == {"0.0003", "0.001", "0.003"}
+    assert naive["choice"] == tune.choose(naive["results"])
+    for result in naive["results"].values():   # the selected checkpoint of a trained model, on validation
+        assert result["step"] >= 1 and 0 <= result["criterion"] <= 1
+        assert result["criterion"] == pytest.approx((result["val_target"] + result["val_replay"]) / 2, abs=1e-5)
+    assert "| naive | `lr_backbone` |" in (project / "reports" / "tuning.md").read_text()
+    assert "choice lr_backbone=" in first.stdout
+    again = run([sys.executable, "-m", "pipeline", "tune", "naive"], project)
+    assert again.stdout.count(": recorded, criterion") == 3       # nothing is trained twice
+    # tuning writes no pipeline output: only the report, which states the grid, is out of date
+    status = run([str(Path(sys.executable).parent / "dvc"), "status", "--json"], project).stdout
+    assert set(json.loads(status)) == {"report"}
+
+
+def test_tune_refuses_a_method_without_a_grid(tmp_path: Path) -> None:
+    out = run([sys.executable, "-m", "pipeline", "tune", "pretrained"], ROOT, check=False)
+    assert out.returncode == 1 and "no tuning grid for ['pretrained']" in out.stderr

@@ -44,7 +44,8 @@ def headline(result: dict, k: int) -> dict[str, float]:
 
     in_domain (target test), ood_image_image (mean over every out-of-domain image-image set, as the
     paper averages), ood_replay (the sets of the replay domain, e.g. ImageNet val), ood_unseen (the
-    domains no fine-tuning input touches), ood_image_text, zero_shot. A group without sets is left out.
+    domains no fine-tuning input touches), ood_image_text (every image-text set) and its replay /
+    unseen parts, zero_shot. A group without sets is left out.
     """
     ii = result["image_image"]
     key = f"map@{k}"
@@ -54,6 +55,8 @@ def headline(result: dict, k: int) -> dict[str, float]:
         "ood_replay": [100 * m[key] for m in ii.values() if m["domain"] == "out" and m.get("kind") == "replay"],
         "ood_unseen": [100 * m[key] for m in ii.values() if m["domain"] == "out" and m.get("kind") == "unseen"],
         "ood_image_text": [100 * m["mean_r@1"] for m in result["image_text"].values()],
+        "ood_image_text_replay": [100 * m["mean_r@1"] for m in result["image_text"].values() if m.get("kind") == "replay"],
+        "ood_image_text_unseen": [100 * m["mean_r@1"] for m in result["image_text"].values() if m.get("kind") == "unseen"],
         "zero_shot": [100 * m["accuracy"] for m in result["zero_shot"].values()],
     }
     return {name: float(np.mean(values)) for name, values in groups.items() if values}
@@ -93,8 +96,10 @@ OTHER_COLOURS = ("#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22
                  "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5")
 MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "h", "p", "d")
 # Headline metrics in reading order; names not listed here (new summary keys) follow, labelled by name.
-METRIC_LABELS = {"in_domain": "In-domain image-image", "ood_image_image": "Out-of-domain image-image",
-                 "ood_image_text": "Out-of-domain image-text", "zero_shot": "Zero-shot accuracy"}
+METRIC_LABELS = {"in_domain": "In-domain image-image", "ood_image_image": "Out-of-domain image-image (all)",
+                 "ood_replay": "Replay-domain image-image", "ood_unseen": "Unseen-domain image-image",
+                 "ood_image_text": "Out-of-domain image-text (all)", "ood_image_text_replay": "Replay-domain image-text",
+                 "ood_image_text_unseen": "Unseen-domain image-text", "zero_shot": "Zero-shot accuracy (unseen classes)"}
 
 
 def metric_label(name: str) -> str:
@@ -276,7 +281,8 @@ def plot_deltas(summary: dict[str, dict[str, float]], dest: Path, seeds: dict | 
 
 
 SUMMARY_COLUMNS = (("in_domain", "in-domain"), ("ood_replay", "OOD replay"), ("ood_unseen", "OOD unseen"),
-                   ("ood_image_image", "OOD image-image"), ("ood_image_text", "OOD image-text"),
+                   ("ood_image_image", "OOD image-image"), ("ood_image_text_replay", "text replay"),
+                   ("ood_image_text_unseen", "text unseen"), ("ood_image_text", "OOD image-text"),
                    ("zero_shot", "zero-shot"))
 
 
