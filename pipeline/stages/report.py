@@ -99,7 +99,7 @@ MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "h", "p", "d")
 METRIC_LABELS = {"in_domain": "In-domain image-image", "ood_image_image": "Out-of-domain image-image (all)",
                  "ood_replay": "Replay-domain image-image", "ood_unseen": "Unseen-domain image-image",
                  "ood_image_text": "Out-of-domain image-text (all)", "ood_image_text_replay": "Replay-domain image-text",
-                 "ood_image_text_unseen": "Unseen-domain image-text", "zero_shot": "Zero-shot accuracy (unseen classes)"}
+                 "ood_image_text_unseen": "Unseen-domain image-text", "zero_shot": "Zero-shot accuracy"}
 
 
 def metric_label(name: str) -> str:
