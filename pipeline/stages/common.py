@@ -18,6 +18,12 @@ from pipeline.config import EvalSetCfg, Params
 from pipeline.lib.images import ImageSource
 
 TEACHER_SPEC = "teacher.json"
+# The headline numbers of a method (report.headline computes them; `summary.<method>.<key>` and
+# `.delta_<key>` in reports/metrics.json), in table order, with their column titles.
+HEADLINES: tuple[tuple[str, str], ...] = (
+    ("in_domain", "in-domain"), ("ood_replay", "OOD replay"), ("ood_unseen", "OOD unseen"),
+    ("ood_image_image", "OOD image-image"), ("ood_image_text_replay", "text replay"),
+    ("ood_image_text_unseen", "text unseen"), ("ood_image_text", "OOD image-text"), ("zero_shot", "zero-shot"))
 
 
 def split_frame(params: Params, dataset: str, split: str, subset: str | list[str] | None = None,

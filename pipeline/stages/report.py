@@ -20,6 +20,7 @@ import numpy as np
 from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import Params, load_params
+from pipeline.stages.common import HEADLINES
 from pipeline.stages import report_html
 from pipeline.stages.seeds import seed_table
 
@@ -111,7 +112,7 @@ def metric_label(name: str) -> str:
 def delta_names(summary: dict[str, dict[str, float]]) -> list[str]:
     """Every `delta_*` key of the summary, the known headline metrics first."""
     present = list(dict.fromkeys(k for row in summary.values() for k in row if k.startswith("delta_")))
-    known = [f"delta_{n}" for n in METRIC_LABELS if f"delta_{n}" in present]
+    known = [f"delta_{n}" for n, _ in HEADLINES if f"delta_{n}" in present]
     return known + [k for k in present if k not in known]
 
 
@@ -280,12 +281,6 @@ def plot_deltas(summary: dict[str, dict[str, float]], dest: Path, seeds: dict | 
     plt.close(fig)
 
 
-SUMMARY_COLUMNS = (("in_domain", "in-domain"), ("ood_replay", "OOD replay"), ("ood_unseen", "OOD unseen"),
-                   ("ood_image_image", "OOD image-image"), ("ood_image_text_replay", "text replay"),
-                   ("ood_image_text_unseen", "text unseen"), ("ood_image_text", "OOD image-text"),
-                   ("zero_shot", "zero-shot"))
-
-
 def replay_marks(params: Params) -> dict[str, list[str]]:
     """Method → what it reads of the replay domain's labels or class prompts while fine-tuning (the
     retention-term registry says), for the † marks of the summary table."""
@@ -342,7 +337,7 @@ def markdown(params: Params, summary: dict, results: dict, teacher: dict, wise: 
         zs = ", ".join(f"{n} {z['zero_shot_accuracy']:.1f} % (chance {z['chance']:.1f} %)"
                        for n, z in teacher["zero_shot"].items())
         lines += [f"Teacher ({teacher.get('model')}): zero-shot accuracy on val: {zs}.", ""]
-    columns = [(key, title) for key, title in SUMMARY_COLUMNS if key in summary[BASELINE]]
+    columns = [(key, title) for key, title in HEADLINES if key in summary[BASELINE]]
     marks = replay_marks(params)
     lines += ["| method | " + " | ".join(f"{title} | Δ" for _, title in columns) + " |",
               "|---|" + "---|---|" * len(columns)]
@@ -409,7 +404,7 @@ def main(args: argparse.Namespace) -> None:
 
 def print_summary(summary: dict[str, dict[str, float]]) -> None:
     """The headline table: each group's absolute value and Δ against the pretrained model."""
-    columns = [(key, title) for key, title in SUMMARY_COLUMNS if key in summary.get(BASELINE, {})]
+    columns = [(key, title) for key, title in HEADLINES if key in summary.get(BASELINE, {})]
     print(f"{'method':<16}" + "".join(f" {title:>{max(10, len(title))}} {'Δ':>7}" for _, title in columns))
     for m, row in summary.items():
         cells = [f" {row[key]:{max(10, len(title))}.2f} " + (f"{row['delta_' + key]:+7.2f}" if "delta_" + key in row

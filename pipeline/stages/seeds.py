@@ -21,10 +21,11 @@ import numpy as np
 
 from pipeline import io as pio
 from pipeline import paths
+from pipeline.stages.common import HEADLINES
 
 SEEDS_JSON = paths.REPORTS / "seeds.json"
 SEEDS_MD = paths.REPORTS / "seeds.md"
-DELTAS = ("delta_in_domain", "delta_ood_image_image", "delta_ood_image_text")
+DELTAS = tuple(f"delta_{key}" for key, _ in HEADLINES)
 
 
 def _num(value: Any) -> float | None:
@@ -89,18 +90,21 @@ def aggregate(by_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict
 
 
 def markdown(table: dict[str, dict[str, dict[str, float]]], seeds: list[int]) -> str:
+    columns = [(f"delta_{key}", title) for key, title in HEADLINES
+               if any(f"delta_{key}" in row for row in table.values())]
     lines = [f"# Summary Δs over fine-tuning seeds {seeds}", "",
              "Points ×100, mean ± std (n = seeds). Δ = method − pretrained.", "",
-             "| method | in-domain Δ | OOD image-image Δ | OOD image-text Δ |", "|---|---|---|---|"]
+             "| method | " + " | ".join(f"{title} Δ" for _, title in columns) + " |", "|---|" + "---|" * len(columns)]
     for method, row in table.items():
-        cells = [f"{row[d]['mean']:+.2f} ± {row[d]['std']:.2f} (n={row[d]['n']})" if d in row else "–" for d in DELTAS]
+        cells = [f"{row[d]['mean']:+.2f} ± {row[d]['std']:.2f} (n={row[d]['n']})" if d in row else "–"
+                 for d, _ in columns]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     if "naive" in table and "infuse" in table:
         n, i = table["naive"], table["infuse"]
         kept = i["delta_in_domain"]["mean"] / n["delta_in_domain"]["mean"] if n["delta_in_domain"]["mean"] else float("nan")
-        lines += ["", f"infuse keeps {100 * kept:.0f} % of naive's in-domain gain; it loses "
-                  f"{_share(i, n, 'delta_ood_image_image')} of naive's out-of-domain image-image loss and "
-                  f"{_share(i, n, 'delta_ood_image_text')} of its image-text loss."]
+        losses = "; ".join(f"{title} {_share(i, n, d)}" for d, title in columns if d != "delta_in_domain" and d in i)
+        lines += ["", f"infuse keeps {100 * kept:.0f} % of naive's in-domain gain. Share of naive's loss that "
+                  f"infuse also loses: {losses}."]
     return "\n".join(lines) + "\n"
 
 
