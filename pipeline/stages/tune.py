@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import shutil
 import time
 from typing import Any
 
@@ -67,10 +68,12 @@ def tune_method(params: Params, method: str, state: dict[str, dict]) -> None:
             continue
         start = time.time()
         ctx = distributed.setup(params.runtime.device)
+        run_name = f"tune/{method}/{entry.key}={tag}"
         try:
-            best = train(params, f"tune/{method}/{entry.key}={tag}", cfg, ctx)["best"]
+            best = train(params, run_name, cfg, ctx)["best"]
         finally:
             distributed.teardown(ctx)
+        shutil.rmtree(paths.resume(run_name), ignore_errors=True)  # finished: nothing left to resume
         results[tag] = {"criterion": round(best["criterion"], 6), "val_target": round(best["target"], 6),
                         "val_replay": round(best["generic"], 6), "step": best["step"],
                         "seconds": round(time.time() - start, 1), "digest": digest}
