@@ -84,6 +84,7 @@ def test_tune_records_every_value_chooses_on_validation_and_resumes(reproduced_t
         assert result["criterion"] == pytest.approx((result["val_target"] + result["val_replay"]) / 2, abs=1e-5)
     assert "| naive | `lr_backbone` |" in (project / "reports" / "tuning.md").read_text()
     assert "choice lr_backbone=" in first.stdout
+    assert not list((project / "data" / ".resume").glob("tune/**/*.pt"))   # finished runs leave no resume state
     again = run([sys.executable, "-m", "pipeline", "tune", "naive"], project)
     assert again.stdout.count(": recorded, criterion") == 3       # nothing is trained twice
     # tuning writes no pipeline output: only the report, which states the grid, is out of date
