@@ -403,13 +403,17 @@ def main(args: argparse.Namespace) -> None:
 
 
 def print_summary(summary: dict[str, dict[str, float]]) -> None:
-    """The headline table: each group's absolute value and Δ against the pretrained model."""
-    columns = [(key, title) for key, title in HEADLINES if key in summary.get(BASELINE, {})]
-    print(f"{'method':<16}" + "".join(f" {title:>{max(10, len(title))}} {'Δ':>7}" for _, title in columns))
-    for m, row in summary.items():
-        cells = [f" {row[key]:{max(10, len(title))}.2f} " + (f"{row['delta_' + key]:+7.2f}" if "delta_" + key in row
-                                                             else " " * 7) for key, title in columns]
-        print(f"{m:<16}" + "".join(cells))
+    """The headline table: the pretrained model's values, then every method's Δ against it."""
+    base = summary.get(BASELINE, {})
+    columns = [(key, title) for key, title in HEADLINES if key in base]
+    widths = [max(9, len(title)) for _, title in columns]
+    print(f"{'':<18}" + "".join(f" {title:>{w}}" for (_, title), w in zip(columns, widths)))
+    if base:
+        print(f"{BASELINE:<18}" + "".join(f" {base[key]:{w}.2f}" for (key, _), w in zip(columns, widths)))
+    for method, row in summary.items():
+        if method != BASELINE:
+            print(f"{method + ' Δ':<18}" + "".join(f" {row.get('delta_' + key, float('nan')):+{w}.2f}"
+                                                   for (key, _), w in zip(columns, widths)))
 
 
 def summary(args: argparse.Namespace) -> None:
