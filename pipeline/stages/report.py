@@ -243,9 +243,14 @@ def plot_deltas(summary: dict[str, dict[str, float]], dest: Path, seeds: dict | 
     colours = method_colours(methods)
     y = np.arange(len(methods))[::-1]  # first method on top
     height = max(2.6, 1.3 + 0.34 * len(methods))
-    fig, axes = plt.subplots(1, len(keys), figsize=(2.2 + 3.1 * len(keys), height), dpi=120, sharey=True, squeeze=False)
+    cols = min(4, len(keys))                     # panels wrap into rows of four
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 + 3.1 * cols, height * rows), dpi=120, sharey=True,
+                             squeeze=False)
+    for ax in axes.flat[len(keys):]:
+        ax.set_visible(False)
     any_seeds = False
-    for ax, key in zip(axes[0], keys):
+    for ax, key in zip(axes.flat, keys):
         values = np.array([summary[m].get(key, np.nan) for m in methods])
         ax.barh(y, values, color=[colours[m] for m in methods], height=0.7)
         ends = values.copy()
@@ -268,9 +273,10 @@ def plot_deltas(summary: dict[str, dict[str, float]], dest: Path, seeds: dict | 
         ax.set_title(metric_label(key), fontsize=9)
         ax.set_xlabel("Δ vs pretrained (points)", fontsize=8)
         ax.tick_params(labelsize=7)
-    axes[0][0].set_yticks(y, methods, fontsize=8)
-    for label, m in zip(axes[0][0].get_yticklabels(), methods):
-        label.set_color(colours[m] if m in KEY_COLOURS else "black")
+    for row in axes:
+        row[0].set_yticks(y, methods, fontsize=8)
+        for label, m in zip(row[0].get_yticklabels(), methods):
+            label.set_color(colours[m] if m in KEY_COLOURS else "black")
     title = "Adaptation (in-domain) vs forgetting (the rest), Δ vs pretrained"
     if any_seeds:
         title += "; ● mean ± std over fine-tuning seeds"
