@@ -348,3 +348,14 @@ def test_web_subset_splits_follow_the_options() -> None:
         assert sum(1 for s, y in zip(built.splits, built.images.labels) if y == c and s == "train") == 5
     shapes = world.build_web_subset("shapes", {"train": 7, "val": 3}, seed=0)
     assert shapes.splits == ["train"] * 7 + ["val"] * 3
+
+
+def test_glyph_variation_limits_styles_and_rotation(classes) -> None:
+    chosen = classes[:4]
+    plain = world.GlyphVariation(styles=("DejaVuSans",), size=(0.7, 0.7), max_rotation=0.0)
+    s = world.render_glyphs(chosen, per_class=6, seed=0, variation=plain)
+    assert {caps[1].split(" ", 1)[1] for caps in s.captions} == {f"sans-serif {c.name}" for c in chosen}
+    # the config form builds the same variation
+    assert world.glyph_variation({"styles": ["DejaVuSans"], "max_rotation": 0, "size": [0.7, 0.7]}) == plain
+    with pytest.raises(ValueError, match="has none of the styles"):
+        world.render_glyphs(chosen, per_class=1, seed=0, variation=world.GlyphVariation(styles=("NoSuchFont",)))
