@@ -359,9 +359,9 @@ def markdown(params: Params, summary: dict, results: dict, teacher: dict, wise: 
     lines += ["", "![deltas](fig1_deltas.png)", ""]
     if wise:
         lines += [f"## WiSE-FT of `{params.wise_ft.base}` (no retraining)", "",
-                  "| α | in-domain Δ | OOD image-image Δ | OOD image-text Δ | zero-shot Δ |", "|---|---|---|---|---|"]
-        lines += [f"| {a} | {p['delta_in_domain']:+.2f} | {p['delta_ood_image_image']:+.2f} | "
-                  f"{p['delta_ood_image_text']:+.2f} | {p['delta_zero_shot']:+.2f} |" for a, p in wise.items()]
+                  "| α | " + " | ".join(f"{title} Δ" for _, title in columns) + " |", "|---|" + "---|" * len(columns)]
+        lines += [f"| {a} | " + " | ".join(f"{p[f'delta_{key}']:+.2f}" for key, _ in columns) + " |"
+                  for a, p in wise.items()]
         lines += [""]
     lines += ["![retention vs adaptation](retention.png)", "", "![neighbours](neighbours.png)", ""]
     if fs:
