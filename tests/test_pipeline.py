@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 
 from tests.conftest import OFFLINE, copy_project, run
@@ -55,7 +56,11 @@ def test_repro_writes_the_report_with_fig1_deltas(reproduced: Path) -> None:
     page = (reproduced / "reports" / "report.html").read_text()
     assert "<td>naive</td>" in page and page.count("data:image/png;base64,") >= 4
     teacher = json.loads((reproduced / "reports" / "teacher.json").read_text())
-    assert set(teacher["zero_shot"]) == {"shapes", "animals"}
+    params = yaml.safe_load((reproduced / "params.yaml").read_text())
+    assert set(teacher["zero_shot"]) == set(params["eval"]["zero_shot"]) == {"animals", "patterns"}
+    assert "delta_ood_replay" in s["infuse"] and "delta_ood_unseen" in s["infuse"]
+    assert "| shapes | image-image | web / test / shapes | replay |" in report
+    assert "| patterns | zero-shot | web / test / patterns | unseen |" in report
 
 
 def test_fewshot_reads_the_teachers_features_and_uses_its_logit_scale(reproduced: Path,
