@@ -9,18 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import copy_project, run
+from tests.conftest import clone, run
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    project = copy_project(tmp_path_factory.mktemp("ddp") / "project")
-    run([sys.executable, "-m", "pipeline", "configure", "experiment=tiny", "finetune.select_on=last"], project)
-    for stage in (["prepare", "flags"], ["prepare", "web"], ["teacher"], ["features"]):
-        run([sys.executable, "-m", "pipeline", *stage], project)
-    return project
+def prepared(reproduced_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clone of the reproduced tiny project: prepared data, teacher and its features in place."""
+    return clone(reproduced_tiny, tmp_path_factory.mktemp("ddp") / "project", reproduced_tiny / ".dvc" / "cache")
 
 
 def finetune(project: Path, *overrides: str) -> dict[str, torch.Tensor]:

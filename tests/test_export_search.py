@@ -22,7 +22,7 @@ from pipeline.lib.models import create_embedded_clip, embed_images, embedded_mod
 from pipeline.stages.export import export_model, teacher_model_config
 from pipeline.stages.snapshot import find_chromium, open_page
 from pipeline.stages.teacher import save_local_dir
-from tests.conftest import copy_project, run
+from tests.conftest import clone, run
 from tests.real_formats import make_tiny_open_clip
 
 BIN = Path(sys.executable).parent
@@ -102,15 +102,11 @@ def cli(project: Path, *args: str, check: bool = True) -> subprocess.CompletedPr
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny project after `dvc repro`, with `infuse` exported. Its teacher trains 150 steps (the tiny
-    preset's 8 are too few for text search to mean anything) and each fine-tune keeps its last step,
-    so the exported vision tower is not the teacher's."""
-    project = copy_project(tmp_path_factory.mktemp("use") / "project")
-    cli(project, "configure", "experiment=tiny", "teacher.steps=150", "finetune.select_on=last")
-    run(["git", "add", "-A"], project)
-    run(["git", "commit", "-qm", "tiny"], project)
-    run([str(BIN / "dvc"), "repro"], project)
+def built(reproduced_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clone of the reproduced tiny project (conftest; its outputs from the shared DVC cache) with
+    `infuse` exported. The tiny teacher trains enough steps for text search to mean something, and
+    no fine-tune can select θ0, so the exported vision tower is not the teacher's."""
+    project = clone(reproduced_tiny, tmp_path_factory.mktemp("use") / "project", reproduced_tiny / ".dvc" / "cache")
     cli(project, "export", "infuse")
     return project
 

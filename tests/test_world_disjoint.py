@@ -16,18 +16,13 @@ import pytest
 
 from pipeline.config import load_params
 from pipeline.stages.common import replay_frame, set_kind, split_frame
-from tests.conftest import ROOT, copy_project, run
+from tests.conftest import ROOT, clone, run
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny project with its datasets prepared (no teacher needed)."""
-    project = copy_project(tmp_path_factory.mktemp("world") / "project")
-    run([sys.executable, "-m", "pipeline", "configure", "experiment=tiny"], project)
-    params = load_params(project / "params.yaml")
-    for name in params.datasets:
-        run([sys.executable, "-m", "pipeline", "prepare", name], project)
-    return project
+def prepared(reproduced_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clone of the reproduced tiny project (its prepared datasets from the shared DVC cache)."""
+    return clone(reproduced_tiny, tmp_path_factory.mktemp("world") / "project", reproduced_tiny / ".dvc" / "cache")
 
 
 def embedded_params(tmp_path: Path):
@@ -50,6 +45,7 @@ def _digests(frame: pl.DataFrame) -> set[str]:
     return {hashlib.sha256(b).hexdigest() for b in frame["image"].to_list()}
 
 
+@pytest.mark.slow
 def test_nothing_of_an_unseen_set_is_a_fine_tuning_input(prepared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(prepared)
     params = load_params("params.yaml")
@@ -80,6 +76,7 @@ def test_nothing_of_an_unseen_set_is_a_fine_tuning_input(prepared: Path, monkeyp
     assert checked >= 4  # two unseen image-image sets, image-text and zero-shot
 
 
+@pytest.mark.slow
 def test_replay_sets_are_the_replay_domain(prepared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The sets called replay share classes with what fine-tuning reads, and only those sets do."""
     monkeypatch.chdir(prepared)
