@@ -16,7 +16,7 @@ import pytest
 import yaml
 import torch
 
-from tests.conftest import OFFLINE, copy_project, run
+from tests.conftest import OFFLINE, clone, copy_project, run
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -152,12 +152,11 @@ def test_snakemake_runs_the_same_pipeline_and_dvc_knows_its_results(reproduced: 
     assert snakemake_rules(again.stdout + again.stderr) == {"all"}  # no stage reruns, only the commit
 
 
-def test_killed_finetune_resumes_to_the_same_weights(tmp_path: Path) -> None:
-    project = copy_project(tmp_path / "resume")
+def test_killed_finetune_resumes_to_the_same_weights(reproduced: Path, tmp_path: Path) -> None:
+    # a clone of the committed tiny results: its data, teacher and features come from the DVC cache
+    project = clone(reproduced, tmp_path / "resume", reproduced / ".dvc" / "cache")
     overrides = ["experiment=tiny", "finetune.steps=120", "finetune.checkpoint_every=10", "finetune.validations=5"]
     run([sys.executable, "-m", "pipeline", "configure", *overrides], project)
-    for stage in (["prepare", "flags"], ["prepare", "web"], ["teacher"], ["features"]):
-        run([sys.executable, "-m", "pipeline", *stage], project)
     cmd = [sys.executable, "-m", "pipeline", "finetune", "infuse"]
     run(cmd, project)
     uninterrupted = torch.load(project / "data/runs/infuse/visual.pt", weights_only=True)
