@@ -60,11 +60,11 @@ def project(tmp_path: Path) -> Path:
     return dest
 
 
-def clone(source: Path, dest: Path, shared_cache: Path | None = None) -> Path:
-    """`git clone`; with `shared_cache`, its outputs checked out from that DVC cache."""
+def clone(source: Path, dest: Path, share_cache: bool = False) -> Path:
+    """`git clone`; with `share_cache`, its outputs checked out from the source's own DVC cache."""
     run(["git", "clone", "-q", str(source), str(dest)], dest.parent)
-    if shared_cache is not None:
-        run([str(Path(sys.executable).parent / "dvc"), "cache", "dir", "--local", str(shared_cache)], dest)
+    if share_cache:
+        run([str(Path(sys.executable).parent / "dvc"), "cache", "dir", "--local", str(source / ".dvc" / "cache")], dest)
         run([str(Path(sys.executable).parent / "dvc"), "checkout", "--quiet"], dest)
     return dest
 

@@ -25,7 +25,7 @@ LOCK_MESSAGE = re.compile(r"Unable to acquire lock|is busy, it is being blocked 
 @pytest.fixture
 def workspace(reproduced_tiny: Path, tmp_path: Path) -> Path:
     """A fresh clone of the reproduced tiny project, its outputs in place and up to date."""
-    project = clone(reproduced_tiny, tmp_path / "workspace", reproduced_tiny / ".dvc" / "cache")
+    project = clone(reproduced_tiny, tmp_path / "workspace", share_cache=True)
     assert changed_stages(project) == set()
     return project
 

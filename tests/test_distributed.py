@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def prepared(reproduced_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A clone of the reproduced tiny project: prepared data, teacher and its features in place."""
-    return clone(reproduced_tiny, tmp_path_factory.mktemp("ddp") / "project", reproduced_tiny / ".dvc" / "cache")
+    return clone(reproduced_tiny, tmp_path_factory.mktemp("ddp") / "project", share_cache=True)
 
 
 def finetune(project: Path, *overrides: str) -> dict[str, torch.Tensor]:

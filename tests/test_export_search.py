@@ -25,8 +25,6 @@ from pipeline.stages.teacher import save_local_dir
 from tests.conftest import clone, run
 from tests.real_formats import make_tiny_open_clip
 
-BIN = Path(sys.executable).parent
-
 
 def fine_tuned(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """The model with its vision tower moved away from the teacher's, as fine-tuning does."""
@@ -106,7 +104,7 @@ def built(reproduced_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     """A clone of the reproduced tiny project (conftest; its outputs from the shared DVC cache) with
     `infuse` exported. The tiny teacher trains enough steps for text search to mean something, and
     no fine-tune can select θ0, so the exported vision tower is not the teacher's."""
-    project = clone(reproduced_tiny, tmp_path_factory.mktemp("use") / "project", reproduced_tiny / ".dvc" / "cache")
+    project = clone(reproduced_tiny, tmp_path_factory.mktemp("use") / "project", share_cache=True)
     cli(project, "export", "infuse")
     return project
 

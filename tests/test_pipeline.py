@@ -154,7 +154,7 @@ def test_snakemake_runs_the_same_pipeline_and_dvc_knows_its_results(reproduced: 
 
 def test_killed_finetune_resumes_to_the_same_weights(reproduced: Path, tmp_path: Path) -> None:
     # a clone of the committed tiny results: its data, teacher and features come from the DVC cache
-    project = clone(reproduced, tmp_path / "resume", reproduced / ".dvc" / "cache")
+    project = clone(reproduced, tmp_path / "resume", share_cache=True)
     overrides = ["experiment=tiny", "finetune.steps=120", "finetune.checkpoint_every=10", "finetune.validations=5"]
     run([sys.executable, "-m", "pipeline", "configure", *overrides], project)
     cmd = [sys.executable, "-m", "pipeline", "finetune", "infuse"]

@@ -72,7 +72,7 @@ def test_the_committed_choices_are_the_configured_values(compare_params: Path) -
 
 @pytest.mark.slow
 def test_tune_records_every_value_chooses_on_validation_and_resumes(reproduced_tiny: Path, tmp_path: Path) -> None:
-    project = clone(reproduced_tiny, tmp_path / "tune", reproduced_tiny / ".dvc" / "cache")
+    project = clone(reproduced_tiny, tmp_path / "tune", share_cache=True)
     first = run([sys.executable, "-m", "pipeline", "tune", "naive"], project)
     record = json.loads((project / "reports" / "tuning.json").read_text())
     naive = record["methods"]["naive"]

@@ -22,7 +22,7 @@ from tests.conftest import ROOT, clone, run
 @pytest.fixture(scope="module")
 def prepared(reproduced_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A clone of the reproduced tiny project (its prepared datasets from the shared DVC cache)."""
-    return clone(reproduced_tiny, tmp_path_factory.mktemp("world") / "project", reproduced_tiny / ".dvc" / "cache")
+    return clone(reproduced_tiny, tmp_path_factory.mktemp("world") / "project", share_cache=True)
 
 
 def embedded_params(tmp_path: Path):
