@@ -1,7 +1,7 @@
 """Which source files a stage runs: the import closure of its module inside the `pipeline` package.
 
 `python -m pipeline <stage>` executes `pipeline/__init__.py`, `pipeline/__main__.py`, the CLI, the
-stage's module (`cli.STAGES[stage]`) and everything they import from `pipeline`, at module level
+stage's module (`pipeline.commands.COMMANDS[stage]`) and everything they import from `pipeline`, at module level
 or inside a function (lazy imports count: they run when the stage does). Imports are read
 statically with `ast`, so the closure is what the source says, not what one run happened to touch.
 A module's package `__init__.py` files count too, since importing `a.b.c` runs `a` and `a.b` first.
@@ -93,12 +93,12 @@ def _package_data(folders: set[Path], root: Path) -> set[str]:
 
 
 def stage_module(stage: str) -> str:
-    """The module `python -m pipeline <stage>` runs (the CLI's registry)."""
-    from pipeline.cli import STAGES
+    """The module `python -m pipeline <stage>` runs (the command registry)."""
+    from pipeline.commands import COMMANDS
 
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage '{stage}': the CLI has {sorted(STAGES)}")
-    return STAGES[stage][0]
+    if stage not in COMMANDS:
+        raise ValueError(f"unknown stage '{stage}': the CLI has {sorted(COMMANDS)}")
+    return COMMANDS[stage].module
 
 
 def stage_code_deps(stage: str, root: Path | str = ".") -> list[str]:

@@ -13,9 +13,9 @@ import yaml
 from pipeline.cli import build_parser, param_overrides
 from pipeline.config import StageResources, load_params
 from pipeline.dag import job_for, load_stages
+from pipeline.commands import ENCODER_STAGES
 from tests.conftest import ROOT, copy_project, run
 
-ENCODER_STAGES = {"teacher", "features", "finetune", "embed", "wiseft", "fewshot"}
 LIGHT_STAGES = {"index", "evaluate", "neighbours", "report"}
 CORES = 64  # a dry run caps threads at --cores: leave room for every rule's own
 

@@ -1,1 +1,1 @@
-"""The stages: one module per `python -m pipeline <stage>` (cli.STAGES), each doing its own I/O."""
+"""The stages: one module per `python -m pipeline <stage>` (pipeline.commands), each doing its own I/O."""
