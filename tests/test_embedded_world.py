@@ -8,25 +8,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.lib.worlds import embedded as world
+from pipeline.lib import prompts, splits
+from pipeline.lib.worlds.embedded import animals, builders, common, flags, glyphs, patterns, shapes, web
 
 
 @pytest.fixture(scope="module")
-def classes() -> list[world.GlyphClass]:
-    return world.glyph_classes()
+def classes() -> list[glyphs.GlyphClass]:
+    return glyphs.glyph_classes()
 
 
 @pytest.fixture(scope="module")
-def shapes() -> world.ImageSet:
-    return world.render_shapes(600, seed=5)
+def shape_set() -> common.ImageSet:
+    return shapes.render_shapes(600, seed=5)
 
 
 @pytest.fixture(scope="module")
-def animals() -> world.ImageSet:
-    return world.load_animal_mnist()
+def animal_set() -> common.ImageSet:
+    return animals.load_animal_mnist()
 
 
-def check_image_set(s: world.ImageSet, n: int, size: int) -> None:
+def check_image_set(s: common.ImageSet, n: int, size: int) -> None:
     assert s.images.dtype == np.uint8 and s.images.shape == (n, size, size, 3)
     assert s.labels.dtype == np.int64 and s.labels.shape == (n,)
     assert s.labels.min() >= 0 and s.labels.max() < len(s.class_names)
@@ -43,7 +44,7 @@ def test_enough_glyph_classes_sorted_letters_with_names(classes) -> None:
         assert c.name == unicodedata.name(c.char).lower()
         assert len(c.fonts) >= 6
     assert len({c.name for c in classes}) == len(classes)
-    fewer = world.glyph_classes(min_fonts=12)
+    fewer = glyphs.glyph_classes(min_fonts=12)
     assert 0 < len(fewer) < len(classes) and all(len(c.fonts) >= 12 for c in fewer)
 
 
@@ -70,20 +71,20 @@ def test_lookalikes_and_compatibility_variants_are_dropped(classes) -> None:
 
 def test_render_glyphs_deterministic_and_shaped(classes) -> None:
     chosen = classes[:5] + classes[-5:]
-    a = world.render_glyphs(chosen, per_class=4, seed=3)
-    b = world.render_glyphs(chosen, per_class=4, seed=3)
-    c = world.render_glyphs(chosen, per_class=4, seed=4)
+    a = glyphs.render_glyphs(chosen, per_class=4, seed=3)
+    b = glyphs.render_glyphs(chosen, per_class=4, seed=3)
+    c = glyphs.render_glyphs(chosen, per_class=4, seed=4)
     check_image_set(a, 40, 32)
     assert a.images.tobytes() == b.images.tobytes() and a.captions == b.captions
     assert a.images.tobytes() != c.images.tobytes()
     assert a.labels.tolist() == [i for i in range(10) for _ in range(4)]
     assert a.class_names == [g.name for g in chosen]
     assert all(caps[0] == f"the letter {a.class_names[y]}" for caps, y in zip(a.captions, a.labels))
-    assert world.render_glyphs(chosen[:2], per_class=3, seed=0, size=48).images.shape == (6, 48, 48, 3)
+    assert glyphs.render_glyphs(chosen[:2], per_class=3, seed=0, size=48).images.shape == (6, 48, 48, 3)
 
 
 def test_glyph_images_show_a_dark_letter_inside_the_image(classes) -> None:
-    s = world.render_glyphs(classes[::40], per_class=8, seed=1)
+    s = glyphs.render_glyphs(classes[::40], per_class=8, seed=1)
     grey = s.images.astype(np.float32).mean(-1)
     for img in grey:
         bg = np.median(img)
@@ -96,7 +97,7 @@ def test_glyph_images_show_a_dark_letter_inside_the_image(classes) -> None:
 def test_glyph_classes_differ_and_styles_are_cycled(classes) -> None:
     by_char = {c.char: c for c in classes}
     chosen = [by_char[ch] for ch in "eéęoO"]
-    s = world.render_glyphs(chosen, per_class=16, seed=2)
+    s = glyphs.render_glyphs(chosen, per_class=16, seed=2)
     ink = 255.0 - s.images.astype(np.float32).mean(-1)
     ink = ink - ink.mean((1, 2), keepdims=True)
     means = np.stack([ink[s.labels == k].mean(0) for k in range(5)])
@@ -109,43 +110,43 @@ def test_glyph_classes_differ_and_styles_are_cycled(classes) -> None:
 
 # ------------------------------------------------------------------------------------- splits
 @pytest.mark.parametrize("n", [10, 300, 1351])
-def test_split_classes_disjoint_covering_proportional(n: int) -> None:
-    s = world.split_classes(n, seed=7)
+def test_class_disjoint_split_disjoint_covering_proportional(n: int) -> None:
+    s = splits.class_disjoint_split(n, seed=7, test_fraction=0.5, val_fraction=0.2)
     parts = [set(s[k].tolist()) for k in ("train", "val", "test")]
     assert set().union(*parts) == set(range(n)) and sum(map(len, parts)) == n
     assert abs(len(parts[2]) - n * 0.5) <= 1
     assert abs(len(parts[1]) - (n - len(parts[2])) * 0.2) <= 1
     assert all(s[k].dtype == np.int64 for k in s)
-    again = world.split_classes(n, seed=7)
+    again = splits.class_disjoint_split(n, seed=7, test_fraction=0.5, val_fraction=0.2)
     assert all(np.array_equal(s[k], again[k]) for k in s)
     if n >= 300:
-        assert not np.array_equal(s["test"], world.split_classes(n, seed=8)["test"])
-    custom = world.split_classes(n, seed=7, test_fraction=0.3, val_fraction_of_train=0.0)
+        assert not np.array_equal(s["test"], splits.class_disjoint_split(n, seed=8, test_fraction=0.5, val_fraction=0.2)["test"])
+    custom = splits.class_disjoint_split(n, seed=7, test_fraction=0.3, val_fraction=0.0)
     assert len(custom["val"]) == 0 and abs(len(custom["test"]) - 0.3 * n) <= 1
 
 
 def test_stratified_split_per_class_proportions() -> None:
     labels = np.repeat(np.arange(4), [100, 50, 80, 1000])
     fr = {"train": 0.7, "val": 0.1, "test": 0.2}
-    s = world.stratified_split(labels, fr, seed=0)
+    s = splits.stratified_split(labels, fr, seed=0)
     all_idx = np.concatenate(list(s.values()))
     assert len(all_idx) == len(labels) and len(np.unique(all_idx)) == len(labels)
     for c, size in enumerate([100, 50, 80, 1000]):
         for k, f in fr.items():
             assert abs((labels[s[k]] == c).sum() - f * size) <= 1
-    same = world.stratified_split(labels, fr, seed=0)
+    same = splits.stratified_split(labels, fr, seed=0)
     assert all(np.array_equal(s[k], same[k]) for k in s)
-    assert not np.array_equal(s["test"], world.stratified_split(labels, fr, seed=1)["test"])
-    part = world.stratified_split(labels, {"train": 0.5}, seed=0)   # sums < 1: the rest is unused
+    assert not np.array_equal(s["test"], splits.stratified_split(labels, fr, seed=1)["test"])
+    part = splits.stratified_split(labels, {"train": 0.5}, seed=0)   # sums < 1: the rest is unused
     assert len(part["train"]) == 615
     with pytest.raises(ValueError):
-        world.stratified_split(labels, {"a": 0.8, "b": 0.3}, seed=0)
+        splits.stratified_split(labels, {"a": 0.8, "b": 0.3}, seed=0)
 
 
 # ------------------------------------------------------------------------------------- shapes
 def nearest_colour(pixels: np.ndarray) -> np.ndarray:
-    names = list(world.COLORS)
-    ref = np.array([world.COLORS[c] for c in names], np.float32)
+    names = list(common.COLORS)
+    ref = np.array([common.COLORS[c] for c in names], np.float32)
     return np.array(names)[np.argmin(((pixels[:, None, :] - ref[None]) ** 2).sum(-1), axis=1)]
 
 
@@ -157,40 +158,40 @@ def object_mask(img: np.ndarray) -> np.ndarray:
     return (dist > 50) & (dist >= 0.7 * dist.max())
 
 
-def test_render_shapes_deterministic_and_shaped(shapes) -> None:
-    check_image_set(shapes, 600, 32)
-    again = world.render_shapes(600, seed=5)
-    assert shapes.images.tobytes() == again.images.tobytes() and shapes.captions == again.captions
-    assert shapes.images.tobytes() != world.render_shapes(600, seed=6).images.tobytes()
-    assert shapes.class_names == world.shape_class_names() and len(shapes.class_names) == 64
-    assert len(set(shapes.class_names)) == 64
-    assert len(set(shapes.labels.tolist())) == 64             # 600 draws cover all 64 classes
-    assert all(4 <= len(c) <= 5 and len(set(c)) == len(c) for c in shapes.captions)
-    assert world.render_shapes(0, seed=0).images.shape == (0, 32, 32, 3)
-    assert world.render_shapes(3, seed=0, size=64).images.shape == (3, 64, 64, 3)
+def test_render_shapes_deterministic_and_shaped(shape_set) -> None:
+    check_image_set(shape_set, 600, 32)
+    again = shapes.render_shapes(600, seed=5)
+    assert shape_set.images.tobytes() == again.images.tobytes() and shape_set.captions == again.captions
+    assert shape_set.images.tobytes() != shapes.render_shapes(600, seed=6).images.tobytes()
+    assert shape_set.class_names == shapes.shape_class_names() and len(shape_set.class_names) == 64
+    assert len(set(shape_set.class_names)) == 64
+    assert len(set(shape_set.labels.tolist())) == 64             # 600 draws cover all 64 classes
+    assert all(4 <= len(c) <= 5 and len(set(c)) == len(c) for c in shape_set.captions)
+    assert shapes.render_shapes(0, seed=0).images.shape == (0, 32, 32, 3)
+    assert shapes.render_shapes(3, seed=0, size=64).images.shape == (3, 64, 64, 3)
 
 
-def test_shape_attributes_match_labels(shapes) -> None:
-    attrs = world.shape_attributes(600, seed=5)
+def test_shape_attributes_match_labels(shape_set) -> None:
+    attrs = shapes.shape_attributes(600, seed=5)
     assert len(attrs) == 600
-    for a, y in zip(attrs, shapes.labels):
+    for a, y in zip(attrs, shape_set.labels):
         assert set(a) == {"shape", "color", "size", "position"}
-        assert shapes.class_names[y] == f"{a['color']} {a['shape']}"
-        assert a["size"] in world.SIZES and a["position"] in world.POSITIONS
+        assert shape_set.class_names[y] == f"{a['color']} {a['shape']}"
+        assert a["size"] in shapes.SIZES and a["position"] in shapes.POSITIONS
 
 
-def test_shape_colour_is_the_named_colour(shapes) -> None:
-    attrs = world.shape_attributes(600, seed=5)
-    for img, a in zip(shapes.images, attrs):
+def test_shape_colour_is_the_named_colour(shape_set) -> None:
+    attrs = shapes.shape_attributes(600, seed=5)
+    for img, a in zip(shape_set.images, attrs):
         obj = object_mask(img)
         names, counts = np.unique(nearest_colour(img[obj].astype(np.float32)), return_counts=True)
         assert names[np.argmax(counts)] == a["color"], a
 
 
-def test_shape_size_and_position_are_visible(shapes) -> None:
-    attrs = world.shape_attributes(600, seed=5)
+def test_shape_size_and_position_are_visible(shape_set) -> None:
+    attrs = shapes.shape_attributes(600, seed=5)
     extent: dict[str, list[int]] = {"small": [], "large": []}
-    for img, a in zip(shapes.images, attrs):
+    for img, a in zip(shape_set.images, attrs):
         x = img.astype(np.float32)
         border = np.concatenate([x[0], x[-1], x[:, 0], x[:, -1]])
         obj = np.linalg.norm(x - np.median(border, 0), axis=-1) > 60
@@ -207,14 +208,14 @@ def test_shape_size_and_position_are_visible(shapes) -> None:
     assert max(extent["small"]) < min(extent["large"]), (max(extent["small"]), min(extent["large"]))
 
 
-def test_shape_captions_are_true_and_name_nothing_else(shapes) -> None:
-    attrs = world.shape_attributes(600, seed=5)
-    for caps, a in zip(shapes.captions, attrs):
+def test_shape_captions_are_true_and_name_nothing_else(shape_set) -> None:
+    attrs = shapes.shape_attributes(600, seed=5)
+    for caps, a in zip(shape_set.captions, attrs):
         assert caps[0] in (f"a {a['color']} {a['shape']}", f"an {a['color']} {a['shape']}")
         for cap in caps:
             assert re.search(rf"\b{a['shape']}\b", cap) and re.search(rf"\b{a['color']}\b", cap)
-            assert not [s for s in world.SHAPES if s != a["shape"] and s in cap], cap
-            assert not [c for c in world.COLORS if c != a["color"] and re.search(rf"\b{c}\b", cap)], cap
+            assert not [s for s in shapes.SHAPES if s != a["shape"] and s in cap], cap
+            assert not [c for c in common.COLORS if c != a["color"] and re.search(rf"\b{c}\b", cap)], cap
             other_size = "large" if a["size"] == "small" else "small"
             assert other_size not in cap
             assert not re.search(r"\ba [aeiou]", cap), cap     # "a orange" would be bad English
@@ -227,65 +228,65 @@ def test_shape_captions_are_true_and_name_nothing_else(shapes) -> None:
 
 
 # ------------------------------------------------------------------------------------- animals
-def test_animal_mnist_ten_classes_of_a_thousand(animals) -> None:
-    check_image_set(animals, 10_000, 32)
-    assert animals.class_names == ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse",
+def test_animal_mnist_ten_classes_of_a_thousand(animal_set) -> None:
+    check_image_set(animal_set, 10_000, 32)
+    assert animal_set.class_names == ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse",
                                    "sheep", "zebra"]
-    assert np.bincount(animals.labels).tolist() == [1000] * 10
-    img = animals.images
+    assert np.bincount(animal_set.labels).tolist() == [1000] * 10
+    img = animal_set.images
     assert (img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all()
-    assert 0.1 < (img[..., 0] > 127).mean() < 0.7             # white animals on black
-    for caps, y in zip(animals.captions[::997], animals.labels[::997]):
-        name = animals.class_names[y]
+    assert 0.1 < (img[..., 0] > 127).mean() < 0.7             # white animal on black
+    for caps, y in zip(animal_set.captions[::997], animal_set.labels[::997]):
+        name = animal_set.class_names[y]
         assert caps == [f"a silhouette of {'an' if name[0] in 'aeiou' else 'a'} {name}",
                         f"a black and white picture of {'an' if name[0] in 'aeiou' else 'a'} {name}"]
-    assert world.load_animal_mnist(size=28).images.shape == (10_000, 28, 28, 3)
+    assert animals.load_animal_mnist(size=28).images.shape == (10_000, 28, 28, 3)
 
 
-def test_animal_mnist_split_is_stratified(animals) -> None:
-    s = world.stratified_split(animals.labels, {"train": 0.8, "test": 0.2}, seed=0)
-    assert np.bincount(animals.labels[s["train"]]).tolist() == [800] * 10
-    assert np.bincount(animals.labels[s["test"]]).tolist() == [200] * 10
+def test_animal_mnist_split_is_stratified(animal_set) -> None:
+    s = splits.stratified_split(animal_set.labels, {"train": 0.8, "test": 0.2}, seed=0)
+    assert np.bincount(animal_set.labels[s["train"]]).tolist() == [800] * 10
+    assert np.bincount(animal_set.labels[s["test"]]).tolist() == [200] * 10
 
 
 # ------------------------------------------------------------------------------------- prompts
 def test_class_prompts() -> None:
-    assert world.class_prompts(["orange circle", "bear"]) == ["a photo of an orange circle", "a photo of a bear"]
-    assert world.class_prompts(["x"], template="{} letter") == ["x letter"]
-    assert world.class_prompts(["elephant"], template="a drawing of a {}.") == ["a drawing of an elephant."]
+    assert prompts.class_prompts(["orange circle", "bear"]) == ["a photo of an orange circle", "a photo of a bear"]
+    assert prompts.class_prompts(["x"], template="{} letter") == ["x letter"]
+    assert prompts.class_prompts(["elephant"], template="a drawing of a {}.") == ["a drawing of an elephant."]
 
 
 # ------------------------------------------------------------------------------------- flags
 @pytest.fixture(scope="module")
-def flags() -> world.ImageSet:
-    return world.render_flags(world.flag_classes(40, seed=3), per_class=4, seed=5)
+def flag_set() -> common.ImageSet:
+    return flags.render_flags(flags.flag_classes(40, seed=3), per_class=4, seed=5)
 
 
 def test_flag_classes_are_every_layout_with_distinct_ordered_colours() -> None:
-    pool = world.all_flag_classes()
+    pool = flags.all_flag_classes()
     assert len(pool) == len({c.name for c in pool}) == 3 * 9 * 8 * 7 + 9 * 9 * 8   # 3 three-colour layouts
-    assert all(len(set(c.colors)) == len(c.colors) == world.FLAG_LAYOUTS[c.layout][0] for c in pool)
-    drawn = world.flag_classes(300, seed=0)
-    assert len({c.name for c in drawn}) == 300 and drawn == world.flag_classes(300, seed=0)
-    assert drawn != world.flag_classes(300, seed=1)
+    assert all(len(set(c.colors)) == len(c.colors) == flags.FLAG_LAYOUTS[c.layout][0] for c in pool)
+    drawn = flags.flag_classes(300, seed=0)
+    assert len({c.name for c in drawn}) == 300 and drawn == flags.flag_classes(300, seed=0)
+    assert drawn != flags.flag_classes(300, seed=1)
     with pytest.raises(ValueError, match="n_classes"):
-        world.flag_classes(len(pool) + 1, seed=0)
+        flags.flag_classes(len(pool) + 1, seed=0)
 
 
-def test_render_flags_deterministic_and_shaped(flags) -> None:
-    check_image_set(flags, 160, 32)
-    again = world.render_flags(world.flag_classes(40, seed=3), per_class=4, seed=5)
-    assert flags.images.tobytes() == again.images.tobytes() and flags.captions == again.captions
-    assert flags.labels.tolist() == [i for i in range(40) for _ in range(4)]
-    assert all(caps[0] == f"a {flags.class_names[y]}" for caps, y in zip(flags.captions, flags.labels))
+def test_render_flags_deterministic_and_shaped(flag_set) -> None:
+    check_image_set(flag_set, 160, 32)
+    again = flags.render_flags(flags.flag_classes(40, seed=3), per_class=4, seed=5)
+    assert flag_set.images.tobytes() == again.images.tobytes() and flag_set.captions == again.captions
+    assert flag_set.labels.tolist() == [i for i in range(40) for _ in range(4)]
+    assert all(caps[0] == f"a {flag_set.class_names[y]}" for caps, y in zip(flag_set.captions, flag_set.labels))
 
 
 def test_flag_images_show_their_colours_in_their_layout() -> None:
     """Each named colour covers a visible share of the image, and the layout puts it where it says."""
-    cls = [world.FlagClass("horizontal triband", ("red", "white", "blue")),
-           world.FlagClass("vertical bicolour", ("yellow", "green"))]
-    s = world.render_flags(cls, per_class=6, seed=0)
-    palette = {n: np.array(c, np.float32) for n, c in world.FLAG_COLORS.items()}
+    cls = [flags.FlagClass("horizontal triband", ("red", "white", "blue")),
+           flags.FlagClass("vertical bicolour", ("yellow", "green"))]
+    s = flags.render_flags(cls, per_class=6, seed=0)
+    palette = {n: np.array(c, np.float32) for n, c in flags.FLAG_COLORS.items()}
     for img, label in zip(s.images.astype(np.float32), s.labels):
         names = cls[label].colors
         border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
@@ -303,59 +304,59 @@ def test_flag_images_show_their_colours_in_their_layout() -> None:
 
 # ------------------------------------------------------------------------------------- patterns, symbols
 def test_patterns_labels_captions_and_vocabulary() -> None:
-    s = world.render_patterns(128, seed=2)
+    s = patterns.render_patterns(128, seed=2)
     check_image_set(s, 128, 32)
-    assert s.images.tobytes() == world.render_patterns(128, seed=2).images.tobytes()
-    attrs = world.pattern_attributes(128, seed=2)
+    assert s.images.tobytes() == patterns.render_patterns(128, seed=2).images.tobytes()
+    attrs = patterns.pattern_attributes(128, seed=2)
     for caps, label, a in zip(s.captions, s.labels, attrs):
         assert s.class_names[label] == f"pattern of {a['color']} {a['pattern']}"
         assert len(caps) == 5 and len(set(caps)) == 5 and caps[0] == f"a pattern of {a['color']} {a['pattern']}"
         assert all(a["color"] in c and a["pattern"] in c for c in caps)
         words = set(" ".join(caps).replace(",", " ").split())
-        assert not words & set(world.SHAPES), caps   # no shapes-world class word
+        assert not words & set(shapes.SHAPES), caps   # no shapes-world class word
     assert len(set(s.labels.tolist())) > 40
 
 
 def test_symbol_classes_are_named_symbols_outside_the_excluded_blocks() -> None:
     import unicodedata
 
-    symbols = world.glyph_classes(kind="symbols")
+    symbols = glyphs.glyph_classes(kind="symbols")
     assert len(symbols) >= 300
     for c in symbols:
         assert unicodedata.category(c.char) in ("So", "Sm", "Sc")
         assert not (0x2500 <= ord(c.char) <= 0x259F or 0x2800 <= ord(c.char) <= 0x28FF)
-    picked = world.glyph_partition("symbols", 0, 20)
-    assert len(picked) == 20 and not {c.char for c in picked} & {c.char for c in world.glyph_partition("symbols", 20, 20)}
-    s = world.render_glyphs(picked, per_class=2, seed=0, noun="symbol")
+    picked = glyphs.glyph_partition("symbols", 0, 20)
+    assert len(picked) == 20 and not {c.char for c in picked} & {c.char for c in glyphs.glyph_partition("symbols", 20, 20)}
+    s = glyphs.render_glyphs(picked, per_class=2, seed=0, noun="symbol")
     assert s.captions[0][0] == f"the symbol {picked[0].name}"
 
 
 # ------------------------------------------------------------------------------------- web subsets
 def test_web_subsets_validate_their_options() -> None:
-    assert world.check_web_subset("shapes", {"train": 10, "test": 5}) is None
-    assert "unknown subset" in world.check_web_subset("cars", {})
-    assert "unknown option" in world.check_web_subset("shapes", {"train": 10, "tets": 5})
-    assert "sum to at most 1" in world.check_web_subset("animals", {"train": 0.8, "test": 0.4})
-    assert "integers" in world.check_web_subset("patterns", {"train": 0.5})
-    assert "n_classes" in world.check_web_subset("symbols", {"per_class": 4, "train": 1.0})
+    assert web.check_web_subset("shapes", {"train": 10, "test": 5}) is None
+    assert "unknown subset" in web.check_web_subset("cars", {})
+    assert "unknown option" in web.check_web_subset("shapes", {"train": 10, "tets": 5})
+    assert "sum to at most 1" in web.check_web_subset("animals", {"train": 0.8, "test": 0.4})
+    assert "integers" in web.check_web_subset("patterns", {"train": 0.5})
+    assert "n_classes" in web.check_web_subset("symbols", {"per_class": 4, "train": 1.0})
 
 
 def test_web_subset_splits_follow_the_options() -> None:
-    built = world.build_web_subset("symbols", {"n_classes": 6, "per_class": 10, "train": 0.5, "test": 0.3}, seed=0)
+    built = builders.build_web_subset("symbols", {"n_classes": 6, "per_class": 10, "train": 0.5, "test": 0.3}, seed=0)
     counts = {s: built.splits.count(s) for s in set(built.splits)}
     assert counts == {"train": 30, "test": 18}                  # the other 20 % are left out
     for c in range(6):                                          # per class
         assert sum(1 for s, y in zip(built.splits, built.images.labels) if y == c and s == "train") == 5
-    shapes = world.build_web_subset("shapes", {"train": 7, "val": 3}, seed=0)
+    shapes = builders.build_web_subset("shapes", {"train": 7, "val": 3}, seed=0)
     assert shapes.splits == ["train"] * 7 + ["val"] * 3
 
 
 def test_glyph_variation_limits_styles_and_rotation(classes) -> None:
     chosen = classes[:4]
-    plain = world.GlyphVariation(styles=("DejaVuSans",), size=(0.7, 0.7), max_rotation=0.0)
-    s = world.render_glyphs(chosen, per_class=6, seed=0, variation=plain)
+    plain = glyphs.GlyphVariation(styles=("DejaVuSans",), size=(0.7, 0.7), max_rotation=0.0)
+    s = glyphs.render_glyphs(chosen, per_class=6, seed=0, variation=plain)
     assert {caps[1].split(" ", 1)[1] for caps in s.captions} == {f"sans-serif {c.name}" for c in chosen}
     # the config form builds the same variation
-    assert world.glyph_variation({"styles": ["DejaVuSans"], "max_rotation": 0, "size": [0.7, 0.7]}) == plain
+    assert glyphs.glyph_variation({"styles": ["DejaVuSans"], "max_rotation": 0, "size": [0.7, 0.7]}) == plain
     with pytest.raises(ValueError, match="has none of the styles"):
-        world.render_glyphs(chosen, per_class=1, seed=0, variation=world.GlyphVariation(styles=("NoSuchFont",)))
+        glyphs.render_glyphs(chosen, per_class=1, seed=0, variation=glyphs.GlyphVariation(styles=("NoSuchFont",)))

@@ -4,7 +4,7 @@
                             ├─ reader of the dataset's own layout (formats.py) ─ splits ─ image check ─ frame
     downloads (+ mirror)  ──┘   fetched to data/downloads/<name>/ with resume, retries and checks
 
-Splits follow METHOD §5: the dataset's standard test (or query / index) split is kept; the
+Splits follow docs/method.md#views-and-splits: the dataset's standard test (or query / index) split is kept; the
 validation split is a class-disjoint share (`val_class_fraction`) of the training classes;
 datasets without any split (a user's folder, Food2K) first get a class-disjoint test share
 (`test_class_fraction`). `split_files` replaces all of this with given lists (the reference's
@@ -20,14 +20,18 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from hydra.utils import get_method
 from PIL import Image
 from tqdm import tqdm
 
 from pipeline import paths
 from pipeline.config import ConfigError, DatasetCfg
 from pipeline.lib.images import ImageError
+from pipeline.lib.splits import class_disjoint_split
 from pipeline.sources import download as dl
-from pipeline.sources.formats import DEFAULT_ANNOTATIONS, OBTAIN, READERS, Listing
+from pipeline.sources import formats  # noqa: F401 - the readers the registry names
+from pipeline.sources.formats import Listing
+from pipeline.sources.registry import SOURCES
 
 
 # ------------------------------------------------------------------------------ where the files are
@@ -68,7 +72,7 @@ def resolve_root(name: str, cfg: DatasetCfg) -> tuple[Path, list[dict[str, Any]]
     if cfg.root:
         root = Path(cfg.root).expanduser()
         if not root.is_dir():
-            raise FileNotFoundError(f"datasets.{name}.root: folder {root} does not exist. Get {OBTAIN[cfg.source]}, "
+            raise FileNotFoundError(f"datasets.{name}.root: folder {root} does not exist. Get {SOURCES[cfg.source].origin}, "
                                     f"then extract or link it there (or set datasets.{name}.root)")
         return root, []
     if cfg.downloads:
@@ -77,42 +81,35 @@ def resolve_root(name: str, cfg: DatasetCfg) -> tuple[Path, list[dict[str, Any]]
 
 
 def read_listing(name: str, cfg: DatasetCfg, root: Path) -> Listing:
-    reader = READERS[cfg.source]
-    if cfg.source in ("flickr30k", "coco", "csv"):
-        annotations = cfg.annotations or DEFAULT_ANNOTATIONS.get(cfg.source)
-        if annotations is None:
-            raise ConfigError(f"datasets.{name}.annotations: the csv source needs the CSV's path")
-        return reader(root, annotations)
-    if cfg.source == "imagenet":
-        return reader(root, seed=cfg.seed)
-    return reader(root)
+    """The source's reader over the folder: every image with its label, class name and own split."""
+    source = SOURCES[cfg.source]
+    annotations = cfg.annotations or source.annotations
+    if source.needs_annotations and annotations is None:
+        raise ConfigError(f"datasets.{name}.annotations: the {cfg.source} source needs the annotation file's path")
+    return get_method(source.reader)(root, annotations=annotations, seed=cfg.seed)
 
 
 # ------------------------------------------------------------------------------ splits
-def class_disjoint(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of the rows whose class is in a random `fraction` of the classes (at least one,
-    and at least one left out when there are two or more)."""
-    classes = np.unique(labels)
-    n = int(round(fraction * len(classes)))
-    n = min(max(n, 1), len(classes) - 1) if len(classes) > 1 else len(classes)
-    chosen = np.random.default_rng(seed).permutation(classes)[:n]
-    return np.isin(labels, chosen)
-
-
-def _carve(frame: pl.DataFrame, source: str, into: str, fraction: float, seed: int) -> pl.DataFrame:
-    rows = (frame["split"] == source).to_numpy()
-    mask = np.zeros(frame.height, bool)
-    mask[rows] = class_disjoint(frame["label"].to_numpy()[rows], fraction, seed)
-    return frame.with_columns(pl.when(pl.Series(mask)).then(pl.lit(into)).otherwise(pl.col("split")).alias("split"))
+def _with_class_splits(frame: pl.DataFrame, rows: np.ndarray, class_split: dict[str, np.ndarray]) -> pl.DataFrame:
+    """`split` of the selected rows set from their class's split."""
+    split_of = {int(c): s for s, classes in class_split.items() for c in classes}
+    labels = frame["label"].to_numpy()
+    new = [split_of[int(lab)] if row else old for lab, row, old in zip(labels, rows, frame["split"].to_list())]
+    return frame.with_columns(pl.Series("split", new, dtype=pl.String))
 
 
 def assign_splits(frame: pl.DataFrame, cfg: DatasetCfg) -> pl.DataFrame:
-    """Class-disjoint test (if the dataset has no split) and validation (if it has none) shares."""
-    if (frame["split"] == "all").any():
-        frame = _carve(frame, "all", "test", cfg.test_class_fraction, cfg.seed)
-        frame = frame.with_columns(pl.col("split").replace("all", "train"))
-    if not (frame["split"] == "val").any() and (frame["split"] == "train").any():
-        frame = _carve(frame, "train", "val", cfg.val_class_fraction, cfg.seed + 1)
+    """Class-disjoint test (if the dataset has no split) and validation (if it has none) shares,
+    drawn by the project's one class-level split (`pipeline.lib.splits.class_disjoint_split`)."""
+    unsplit = (frame["split"] == "all").to_numpy()
+    if unsplit.any():
+        classes = frame["label"].to_numpy()[unsplit]
+        return _with_class_splits(frame, unsplit, class_disjoint_split(classes, cfg.seed, cfg.test_class_fraction,
+                                                                       cfg.val_class_fraction))
+    train = (frame["split"] == "train").to_numpy()
+    if not (frame["split"] == "val").any() and train.any():
+        classes = frame["label"].to_numpy()[train]
+        return _with_class_splits(frame, train, class_disjoint_split(classes, cfg.seed, None, cfg.val_class_fraction))
     return frame
 
 

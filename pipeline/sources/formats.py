@@ -1,10 +1,11 @@
-"""Readers of the real datasets' own layouts (METHOD §5, §7.2), and of users' folders and CSVs.
+"""Readers of the real datasets' own layouts (docs/paper-setting.md), and of users' folders and CSVs.
 
-Each reader takes the folder the dataset was extracted to (or that the user points at) and returns
-a `Listing`: the folder images are relative to, and one row per image with
+Each reader takes the folder the dataset was extracted to (or that the user points at), and as
+keywords the dataset's `annotations` file and `seed` (a reader ignores what it does not use), and
+returns a `Listing`: the folder images are relative to, and one row per image with
 `path, label, class_name, split, captions`. `split` is the dataset's own split (`train`, `test`,
 InShop's `query` / `index`, Karpathy's `train` / `val` / `test`); the class-disjoint validation
-split of METHOD §5 is carved out afterwards (`pipeline.sources.datasets`), the same way for all.
+split (docs/method.md#views-and-splits) is carved out afterwards (`pipeline.sources.datasets`), the same way for all.
 
 Readers locate their annotation files anywhere up to a few levels below the given folder, so the
 archive's own top folder (`Stanford_Online_Products/`, `In-shop Clothes Retrieval Benchmark/`, ...)
@@ -18,7 +19,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import polars as pl
 
@@ -89,7 +90,7 @@ def _read_table(path: Path, skip_rows: int = 0, has_header: bool = True) -> pl.D
 
 
 # ------------------------------------------------------------------------------ fine-grained targets
-def read_sop(root: Path) -> Listing:
+def read_sop(root: Path, **_: object) -> Listing:
     """Stanford Online Products: Ebay_train.txt / Ebay_test.txt (image_id class_id super_class_id path)."""
     train_file = find_file(root, "Ebay_train.txt", "Stanford_Online_Products")
     parts = []
@@ -104,7 +105,7 @@ def read_sop(root: Path) -> Listing:
     return Listing(base, listing_frame(table["path"].to_list(), labels, names, table["split"].to_list()))
 
 
-def read_cars196(root: Path) -> Listing:
+def read_cars196(root: Path, **_: object) -> Listing:
     """Cars196: cars_annos.mat + car_ims/. Metric-learning split: classes 1-98 train, 99-196 test."""
     from scipy.io import loadmat
 
@@ -119,7 +120,7 @@ def read_cars196(root: Path) -> Listing:
     return Listing(base, listing_frame(paths, labels, [names[c - 1] for c in labels], splits))
 
 
-def read_inshop(root: Path) -> Listing:
+def read_inshop(root: Path, **_: object) -> Listing:
     """In-Shop Clothes: list_eval_partition.txt (count line, header, image_name item_id evaluation_status)."""
     part_file = find_file(root, "list_eval_partition.txt", "DeepFashion In-shop Clothes Retrieval Benchmark")
     table = _read_table(part_file, skip_rows=1)
@@ -134,7 +135,7 @@ def read_inshop(root: Path) -> Listing:
                                        [status[s] for s in table["evaluation_status"].to_list()]))
 
 
-def read_inat2018(root: Path) -> Listing:
+def read_inat2018(root: Path, **_: object) -> Listing:
     """iNaturalist 2018, the metric-learning split of Brown et al. (Smooth-AP): Inaturalist_{train,test}_set1.txt
     list image paths `train_val2018/<kingdom>/<category>/<file>.jpg`; the category folder is the class."""
     train_file = find_file(root, "Inaturalist_train_set1.txt", "iNaturalist 2018 (+ Smooth-AP split files)")
@@ -180,7 +181,7 @@ def _parse_names(path: Path | None) -> dict[str, str]:
     return out
 
 
-def read_food2k(root: Path) -> Listing:
+def read_food2k(root: Path, **_: object) -> Listing:
     """Food2K: class folders `<id>/` of images (Food2k_complete/), optional food2k_label2name_en.txt names.
     Food2K's own split is for classification; the retrieval split (class-disjoint) comes from
     `split_files` (the reference's info JSONs) or is made by `pipeline.sources.datasets`."""
@@ -200,7 +201,7 @@ def read_food2k(root: Path) -> Listing:
 
 
 # ------------------------------------------------------------------------------ generic: ImageNet
-def read_imagenet(root: Path, seed: int = 42, train_fraction: float = 0.8) -> Listing:
+def read_imagenet(root: Path, seed: int = 42, train_fraction: float = 0.8, **_: object) -> Listing:
     """ImageNet-1k: train/<wnid>/*.JPEG and val as val/<wnid>/*.JPEG or flat + LOC_val_solution.csv.
 
     As the reference (`our_imagenet_split`): the train list is shuffled with random.seed(42); the
@@ -237,7 +238,7 @@ def read_imagenet(root: Path, seed: int = 42, train_fraction: float = 0.8) -> Li
 
 
 # ------------------------------------------------------------------------------ image-text: Karpathy splits
-def read_karpathy(root: Path, annotations: str) -> Listing:
+def read_karpathy(root: Path, annotations: str, **_: object) -> Listing:
     """Flickr30k / MS-COCO with Karpathy's split file (dataset_flickr30k.json / dataset_coco.json):
     each image is its own class; `restval` joins `train`; captions are the `raw` sentences."""
     ann_file = find_file(root, annotations, f"Karpathy captions ({annotations} from caption_datasets.zip)")
@@ -263,7 +264,7 @@ def find_base_or_none(root: Path, rel_path: str) -> Path | None:
 
 
 # ------------------------------------------------------------------------------ the user's own data
-def read_folder(root: Path) -> Listing:
+def read_folder(root: Path, **_: object) -> Listing:
     """`root/<class>/<images>` (classes split later), or `root/{train,val,test}/<class>/<images>`."""
     if not root.is_dir():
         raise FormatError(f"{root} is not a folder")
@@ -284,7 +285,7 @@ def read_folder(root: Path) -> Listing:
     return Listing(root, listing_frame(paths, labels, names, splits))
 
 
-def read_csv(root: Path, annotations: str) -> Listing:
+def read_csv(root: Path, annotations: str, **_: object) -> Listing:
     """A CSV with columns `path,label` and optionally `split`, `class_name`, `caption` (captions
     separated by `|`); paths relative to `root` (or to the CSV's folder)."""
     csv_file = Path(annotations) if Path(annotations).is_absolute() else root / annotations
@@ -305,32 +306,3 @@ def read_csv(root: Path, annotations: str) -> Listing:
     paths = table["path"].to_list()
     base = root if (root / paths[0]).is_file() else csv_file.parent
     return Listing(base, listing_frame(paths, labels, names, splits, captions))
-
-
-READERS: dict[str, Callable[..., Listing]] = {
-    "sop": read_sop, "cars196": read_cars196, "inshop": read_inshop, "inat2018": read_inat2018,
-    "food2k": read_food2k, "imagenet": read_imagenet, "flickr30k": read_karpathy, "coco": read_karpathy,
-    "folder": read_folder, "csv": read_csv,
-}
-DEFAULT_ANNOTATIONS = {"flickr30k": "dataset_flickr30k.json", "coco": "dataset_coco.json"}
-
-# Where each dataset comes from: shown when its folder is missing (and in the README).
-OBTAIN = {
-    "sop": "Stanford_Online_Products.zip, ftp://cs.stanford.edu/cs/cvgl/ (cvgl.stanford.edu/projects/lifted_struct)",
-    "cars196": "car_ims.tgz + cars_annos.mat (ai.stanford.edu/~jkrause/cars/car_dataset.html; the original host "
-               "is offline: use a mirror of the same two files)",
-    "inshop": "DeepFashion In-shop Clothes Retrieval Benchmark (mmlab.ie.cuhk.edu.hk/projects/DeepFashion/"
-              "InShopRetrieval.html, Google Drive after agreeing to its terms): Img/img/ + Eval/list_eval_partition.txt",
-    "inat2018": "train_val2018.tar.gz (+ categories.json) from github.com/visipedia/inat_comp (2018) and "
-                "Inat_dataset_splits/Inaturalist_{train,test}_set1.txt of the Smooth-AP repository "
-                "(github.com/Andrew-Brown1/Smooth_AP)",
-    "food2k": "Food2K from its authors on request (123.57.42.89/FoodProject.html): Food2k_complete/<class id>/",
-    "imagenet": "ILSVRC2012 from image-net.org (registration): train/<wnid>/*.JPEG and val/ (class folders, or "
-                "flat with LOC_val_solution.csv)",
-    "flickr30k": "flickr30k-images/ (form at shannon.cs.illinois.edu/DenotationGraph) + dataset_flickr30k.json "
-                 "from cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip",
-    "coco": "val2014.zip from images.cocodataset.org + dataset_coco.json from "
-            "cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip",
-    "folder": "your own images as <root>/<class>/<image> or <root>/{train,val,test}/<class>/<image>",
-    "csv": "your own CSV of path,label[,split,class_name,caption] (datasets.<name>.annotations)",
-}
