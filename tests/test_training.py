@@ -12,11 +12,19 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 
-from pipeline.config import ConfigError, FinetuneCfg, _validate_finetune
+from hydra.utils import get_method
+
+from pipeline.config import ConfigError, FinetuneCfg
+from pipeline.config.validate import validate_recipe
 from pipeline.lib import losses, retention
+from pipeline.lib.embedding import View
 from pipeline.lib.models import vision_params
-from pipeline.lib.training import (FineTuner, Selection, estimate_fisher, interpolate_weights, plateaued,
-                                   step_plan, train_steps, validation_points)
+from pipeline.lib.training.fisher import estimate_fisher
+from pipeline.lib.training.loop import run_steps
+from pipeline.lib.training.schedule import step_plan, validation_points
+from pipeline.lib.training.selection import Selection
+from pipeline.lib.training.trainer import Aids, FineTuner, Runtime, plateaued
+from pipeline.lib.wiseft import interpolate_weights
 
 LABELS = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
 
@@ -29,9 +37,8 @@ def tower() -> VisionTransformer:
 
 def make(teacher: bool = False, fisher=None, **overrides) -> FineTuner:
     cfg = FinetuneCfg(**{"train_resize": 18, **overrides})
-    return FineTuner(tower(), n_classes=5, embed_dim=24, cfg=cfg, mean=(0.5,) * 3, std=(0.5,) * 3, image_size=16,
-                     device=torch.device("cpu"), teacher_visual=tower() if teacher else None, prototypes=PROTOS,
-                     logit_scale=10.0, fisher=fisher)
+    return FineTuner(tower(), 5, cfg, View(16, (0.5,) * 3, (0.5,) * 3, 24, 10.0), Runtime(),
+                     Aids(PROTOS, fisher, tower() if teacher else None))
 
 
 def tuner(**overrides) -> FineTuner:
@@ -43,7 +50,7 @@ def batch(n: int = 8, seed: int = 1) -> torch.Tensor:
 
 
 def term(t: FineTuner, key: str, domain: str = retention.TARGET) -> float:
-    return retention.BY_KEY[key].loss(t, retention.Batch(domain)).item()
+    return get_method(retention.BY_KEY[key].loss)(t, retention.Batch(domain)).item()
 
 
 def move(t: FineTuner, by: float = 0.01) -> None:
@@ -72,7 +79,7 @@ def test_a_generic_batch_term_makes_generic_batches_be_drawn(key: str) -> None:
     assert retention.BY_KEY[key] not in retention.terms_on(cfg, retention.TARGET)
     # ... and one left on a schedule that never draws them is refused, not silently skipped
     with pytest.raises(ConfigError, match=key):
-        _validate_finetune(dataclasses.replace(cfg, schedule="target_only"), "methods.m")
+        validate_recipe(dataclasses.replace(cfg, schedule="target_only"), "methods.m")
 
 
 def test_every_batch_terms_run_on_both_domains_and_need_no_generic_images() -> None:
@@ -84,11 +91,11 @@ def test_every_batch_terms_run_on_both_domains_and_need_no_generic_images() -> N
 
 def test_registry_checks_requirements_and_lora() -> None:
     with pytest.raises(ConfigError, match="lambda_awc.*lambda_gift"):
-        _validate_finetune(FinetuneCfg(lambda_awc=1.0), "methods.gift")
+        validate_recipe(FinetuneCfg(lambda_awc=1.0), "methods.gift")
     for key in ("lambda_weights", "lambda_ewc"):
         with pytest.raises(ConfigError, match=f"{key}.*LoRA"):
-            _validate_finetune(FinetuneCfg(lora_rank=4, **{key: 1.0}), "methods.lora")
-    _validate_finetune(FinetuneCfg(lora_rank=4, lambda_distill=1.0), "methods.lora")  # a loss term is fine
+            validate_recipe(FinetuneCfg(lora_rank=4, **{key: 1.0}), "methods.lora")
+    validate_recipe(FinetuneCfg(lora_rank=4, lambda_distill=1.0), "methods.lora")  # a loss term is fine
 
 
 def test_methods_using_generic_labels_or_prompts_are_named() -> None:
@@ -179,7 +186,7 @@ def test_lwf_distils_the_old_models_zero_shot_logits_on_the_target_images() -> N
     with torch.no_grad():  # the same augmented target view the step draws, through both towers
         x = t._views(images, step)
         student = F.normalize(t.visual.eval()(x), dim=-1)
-        teacher = F.normalize(t.teacher(x), dim=-1)
+        teacher = F.normalize(t.aids.teacher(x), dim=-1)
     t.visual.train()
     logs = t.target_step(images, LABELS, step)
     expected = kl(10.0 * teacher @ PROTOS.T, 10.0 * student @ PROTOS.T, 2.0)
@@ -205,9 +212,9 @@ FISHER_Y = torch.tensor([0, 1, 2, 3])
 @pytest.mark.parametrize("chunk", [32, 2])  # vmap over whole batches, and over pieces of them
 def test_ewc_fisher_is_the_mean_of_single_sample_squared_gradients_unnormalised(
         chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.lib import training
+    from pipeline.lib.training import fisher as fisher_module
 
-    monkeypatch.setattr(training, "FISHER_CHUNK_MAX", chunk)
+    monkeypatch.setattr(fisher_module, "FISHER_CHUNK_MAX", chunk)
     visual = tower()
     fisher = estimate_fisher(visual, [(FISHER_X[:3], FISHER_Y[:3]), (FISHER_X[3:], FISHER_Y[3:])], PROTOS, 10.0)
     reference = tower().eval()  # independent: one backward per image, squared, averaged
@@ -314,8 +321,8 @@ def test_selection_never_returns_theta0_even_when_every_update_hurts() -> None:
 
     images = iter([batch(seed=s) for s in range(6)])
     selection = Selection("all")
-    train_steps(t, step_plan(t.cfg), 0, lambda: (next(images), LABELS), lambda: (None, None, None), selection,
-                validate, validation_points(6, 5))
+    run_steps(t, step_plan(t.cfg), 0, (lambda: (next(images), LABELS), lambda: (None, None, None)), selection,
+              validate, set(validation_points(6, 5)))
     assert [row["target_steps"] for row in selection.history] == [1, 2, 3, 5, 6]
     assert all(row["criterion"] < 0 for row in selection.history)  # θ0 (criterion 0) would have won every time
     best = selection.best

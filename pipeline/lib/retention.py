@@ -2,9 +2,9 @@
 training step all read.
 
 A retention method is a choice of weights λ for these terms (params.yaml `methods.<name>`). Each
-entry says which `FinetuneCfg` key weighs it, on which batches it runs, what it needs, and how to
-compute it. Adding a method that is a new loss term is one entry here plus its λ field in
-`FinetuneCfg` (a test checks the two lists are the same).
+entry says which `FinetuneCfg` key weighs it, on which batches it runs, what it needs, and which
+function computes it. Adding a method that is a new loss term is one entry here, its λ field in
+`FinetuneCfg` and its loss in `pipeline.lib.training.terms` (tests check the three agree).
 
 Batches (`Term.batches`):
   target   the fine-grained batches only (canonical LwF: the old model's logits on the new task's images)
@@ -22,13 +22,13 @@ Inputs (`Term.inputs`), read by the `finetune` stage to load only what the activ
   anchors            θ0 of the vision tower (weight-space pulls; meaningless under LoRA, where θ0 is frozen)
   fisher             EWC's diagonal Fisher, estimated on labelled generic images before training
 
-This module imports no torch at load time (params validation runs in light stages); the loss
-functions import it when they run.
+This module is declarations only (params validation reads it in every stage); the losses live in
+`pipeline.lib.training.terms`, named here by their dotted path and bound by the trainer.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 TARGET, GENERIC, EVERY = "target", "generic", "every"
 BATCHES = (TARGET, GENERIC, EVERY)
@@ -54,100 +54,41 @@ class Batch:
     values: dict[str, Any] = field(default_factory=dict)
 
 
-# Loss functions: (tuner, batch) -> scalar tensor. `tuner` is the `training.FineTuner`; the functions
-# read only its cfg, params(), anchors, fisher, awc_fisher, prototypes and logit_scale.
-
-def _distill(tuner: Any, batch: Batch) -> Any:
-    from pipeline.lib import losses
-    return losses.embedding_distillation_loss(batch.emb, batch.teacher_emb)
-
-
-def _gram(tuner: Any, batch: Batch) -> Any:
-    from pipeline.lib import losses
-    return losses.gram_distillation_loss(batch.emb, batch.teacher_emb)
-
-
-def _zero_shot_kl(tuner: Any, batch: Batch) -> Any:
-    """KL(teacher ‖ student) of the zero-shot logits over the generic class prompts, temperature τ."""
-    from pipeline.lib import losses
-    tau = tuner.cfg.lwf_temperature
-    return losses.logit_distillation_loss(losses.zero_shot_logits(batch.emb, tuner.prototypes, tuner.logit_scale),
-                                          losses.zero_shot_logits(batch.teacher_emb, tuner.prototypes,
-                                                                  tuner.logit_scale), tau, tau)
-
-
-def _gift(tuner: Any, batch: Batch) -> Any:
-    """GIFT with a frozen text tower: L_cd (T) + gift_ita_weight·L_ita (label smoothing) against each
-    generic image's class prompt."""
-    from pipeline.lib import losses
-    cfg, text = tuner.cfg, tuner.prototypes[batch.class_rows]
-    cd = losses.gift_contrastive_distillation(batch.emb, batch.teacher_emb, text, tuner.logit_scale,
-                                              cfg.gift_temperature)
-    ita = losses.gift_alignment_loss(batch.emb, text, batch.class_rows, tuner.logit_scale,
-                                     cfg.gift_label_smoothing)
-    return cd + cfg.gift_ita_weight * ita
-
-
-def _weights(tuner: Any, batch: Batch) -> Any:
-    from pipeline.lib import losses
-    return losses.weight_regularizer(tuner.params(), tuner.anchors)
-
-
-def _ewc(tuner: Any, batch: Batch) -> Any:
-    from pipeline.lib import losses
-    return losses.fisher_penalty(tuner.params(), tuner.anchors, tuner.fisher)
-
-
-def _awc(tuner: Any, batch: Batch) -> Any:
-    """GIFT's adaptive weight consolidation. On a generic batch the Fisher is refreshed from this
-    batch's GIFT loss (as GIFT does every iteration); a target batch uses the latest one (GIFT applies
-    the penalty in the same iteration as the target loss). Zero before the first generic batch,
-    where θ = θ0 anyway."""
-    import torch
-
-    from pipeline.lib import losses
-    params = tuner.params()
-    if batch.domain == GENERIC:
-        tuner.awc_fisher = losses.gift_fisher(batch.values["lambda_gift"], params)
-    if tuner.awc_fisher is None:
-        return torch.zeros((), device=params[0].device)
-    return losses.fisher_penalty(params, tuner.anchors, tuner.awc_fisher)
-
-
 @dataclass(frozen=True)
 class Term:
     key: str                      # its λ field of FinetuneCfg
     log: str                      # name in the training logs / curves
     batches: str                  # target | generic | every
     inputs: frozenset[str]
-    loss: Callable[[Any, Batch], Any]
+    loss: str                     # dotted name of its loss (tuner, batch) -> tensor (pipeline.lib.training.terms)
     what: str                     # one line: the formula, for docs and messages
     uses_generic_labels: bool = False   # reads the generic images' labels while fine-tuning
     uses_class_prompts: bool = False    # reads text (class-prompt embeddings) while fine-tuning
     requires: tuple[str, ...] = ()      # other λ keys that must be > 0 with it
 
 
+_TERMS = "pipeline.lib.training.terms"
 # Order matters only where a term reads another's value on the same batch (AWC reads GIFT's).
 TERMS: tuple[Term, ...] = (
-    Term("lambda_distill", "loss_distill", GENERIC, frozenset({TEACHER_EMBEDDING}), _distill,
+    Term("lambda_distill", "loss_distill", GENERIC, frozenset({TEACHER_EMBEDDING}), f"{_TERMS}.distill",
          "embedding distillation mean‖f_θ − f_0‖²/D on generic images (the paper)"),
-    Term("lambda_gram", "loss_gram", GENERIC, frozenset({TEACHER_EMBEDDING}), _gram,
+    Term("lambda_gram", "loss_gram", GENERIC, frozenset({TEACHER_EMBEDDING}), f"{_TERMS}.gram",
          "batch Gram-matrix (similarity structure) distillation on generic images"),
     Term("lambda_replay_logits", "loss_replay_logits", GENERIC, frozenset({TEACHER_EMBEDDING, CLASS_PROMPTS}),
-         _zero_shot_kl, "KL of teacher/student zero-shot logits over the generic class prompts, on generic "
+         f"{_TERMS}.zero_shot_kl", "KL of teacher/student zero-shot logits over the generic class prompts, on generic "
          "(replayed) images", uses_class_prompts=True),
-    Term("lambda_gift", "loss_gift", GENERIC, frozenset({TEACHER_EMBEDDING, CLASS_PROMPTS, CLASS_ROWS}), _gift,
+    Term("lambda_gift", "loss_gift", GENERIC, frozenset({TEACHER_EMBEDDING, CLASS_PROMPTS, CLASS_ROWS}), f"{_TERMS}.gift",
          "GIFT: image-text similarity distillation + label-smoothed alignment to each image's class prompt",
          uses_generic_labels=True, uses_class_prompts=True),
-    Term("lambda_lwf", "loss_lwf", TARGET, frozenset({ONLINE_TEACHER, CLASS_PROMPTS}), _zero_shot_kl,
+    Term("lambda_lwf", "loss_lwf", TARGET, frozenset({ONLINE_TEACHER, CLASS_PROMPTS}), f"{_TERMS}.zero_shot_kl",
          "LwF: KL of θ0's and θ's zero-shot logits over the generic class prompts on the TARGET images",
          uses_class_prompts=True),
-    Term("lambda_weights", "reg_weights", EVERY, frozenset({ANCHORS}), _weights,
+    Term("lambda_weights", "reg_weights", EVERY, frozenset({ANCHORS}), f"{_TERMS}.weights",
          "R_w = Σ_tensors mean((θ − θ0)²) (the paper's reference form)"),
-    Term("lambda_ewc", "reg_ewc", EVERY, frozenset({ANCHORS, FISHER, CLASS_PROMPTS, CLASS_ROWS}), _ewc,
+    Term("lambda_ewc", "reg_ewc", EVERY, frozenset({ANCHORS, FISHER, CLASS_PROMPTS, CLASS_ROWS}), f"{_TERMS}.ewc",
          "EWC: Σ_j F_j (θ_j − θ0_j)², F the empirical diagonal Fisher of θ0's zero-shot log-likelihood",
          uses_generic_labels=True, uses_class_prompts=True),
-    Term("lambda_awc", "reg_awc", EVERY, frozenset({ANCHORS, CLASS_PROMPTS, CLASS_ROWS}), _awc,
+    Term("lambda_awc", "reg_awc", EVERY, frozenset({ANCHORS, CLASS_PROMPTS, CLASS_ROWS}), f"{_TERMS}.awc",
          "GIFT's AWC: Σ_j F̂_j (θ_j − θ0_j)², F̂ = (∇L_gift)² normalised to mean 1 per tensor",
          uses_generic_labels=True, uses_class_prompts=True, requires=("lambda_gift",)),
 )

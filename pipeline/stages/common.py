@@ -15,15 +15,8 @@ import polars as pl
 from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import EvalSetCfg, Params
-from pipeline.lib.images import ImageSource
 
 TEACHER_SPEC = "teacher.json"
-# The headline numbers of a method (report.headline computes them; `summary.<method>.<key>` and
-# `.delta_<key>` in reports/metrics.json), in table order, with their column titles.
-HEADLINES: tuple[tuple[str, str], ...] = (
-    ("in_domain", "in-domain"), ("ood_replay", "OOD replay"), ("ood_unseen", "OOD unseen"),
-    ("ood_image_image", "OOD image-image"), ("ood_image_text_replay", "text replay"),
-    ("ood_image_text_unseen", "text unseen"), ("ood_image_text", "OOD image-text"), ("zero_shot", "zero-shot"))
 
 
 def split_frame(params: Params, dataset: str, split: str, subset: str | list[str] | None = None,
@@ -58,7 +51,7 @@ def leading_share(frame: pl.DataFrame, fraction: float) -> pl.DataFrame:
     return frame if fraction >= 1 else frame.head(max(1, math.ceil(fraction * frame.height)))
 
 
-def image_sources(dataset: str, frame: pl.DataFrame) -> list[ImageSource]:
+def image_sources(dataset: str, frame: pl.DataFrame) -> list[bytes | str]:
     """Packed bytes when the manifest has them, else files under the folder `prepare` found them in."""
     if "image" in frame.columns and frame["image"].null_count() == 0:
         return list(frame["image"].to_list())

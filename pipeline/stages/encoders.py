@@ -1,19 +1,17 @@
-"""Encoders in the stages: loading the pretrained teacher (whole, or its vision tower alone) and
-embedding images in the reference's eval view."""
+"""Encoders in the stages: loading the pretrained teacher (whole, or its vision tower alone) or a
+method's fine-tuned tower, and embedding the evaluation splits (`pipeline.lib.embedding`)."""
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 import polars as pl
 import torch
-from tqdm import tqdm
 
 from pipeline import paths
 from pipeline.config import Params
-from pipeline.lib.data import eval_loader, normalize
-from pipeline.lib.images import ImageSource
-from pipeline.lib.models import autocast, embed_images, load_clip, load_visual
+from pipeline.lib.embedding import View, embed_sources
+from pipeline.lib.models import load_clip, load_visual
 from pipeline.stages.common import image_sources, needed_splits, read_teacher_spec, split_frame
 
 
@@ -40,27 +38,12 @@ def load_method_visual(method: str, device: torch.device | str = "cpu") -> tuple
     return visual.to(device).eval(), spec
 
 
-@torch.no_grad()
-def embed_sources(visual: torch.nn.Module, sources: Sequence[ImageSource], spec: dict[str, Any],
-                  device: torch.device, batch_size: int, precision: str = "fp32", num_workers: int = 0,
-                  desc: str = "embed", names: Sequence[str] | None = None) -> np.ndarray:
-    """Eval-view embeddings (float32 [N, D], L2-normalised) of a list of images."""
-    visual.eval()
-    loader = eval_loader(sources, spec["image_size"], batch_size, num_workers, names)
-    out = []
-    for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=len(loader) < 4):
-        x = normalize(batch.to(device), spec["mean"], spec["std"])
-        with autocast(device, precision):
-            out.append(embed_images(visual, x).float().cpu())
-    return torch.cat(out).numpy()
-
-
 def embed_eval_splits(visual: torch.nn.Module, params: Params, spec: dict[str, Any], device: torch.device,
                       label: str) -> Iterator[tuple[str, str, pl.DataFrame, np.ndarray]]:
     """(dataset, split, rows, embeddings) of every split an evaluation reads, eval view."""
     for dataset, split in needed_splits(params):
         frame = split_frame(params, dataset, split, columns=["id", "label", "subset", "image", "path"])
-        emb = embed_sources(visual, image_sources(dataset, frame), spec, device, params.features.batch_size,
+        emb = embed_sources(visual, image_sources(dataset, frame), View.of(spec), device, params.features.batch_size,
                             params.runtime.precision, params.runtime.num_workers, f"{label} {dataset}/{split}",
                             frame["path"].to_list())
         yield dataset, split, frame, emb

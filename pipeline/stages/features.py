@@ -1,7 +1,7 @@
 """Stage `features`: run the frozen teacher once over what every method shares.
 
 - `<generic>__train__images.parquet`: distillation targets f0(x) of the replay train split,
-  eval view (METHOD §3.2: the reference precomputes them with eval preprocessing), looked up by id.
+  eval view (as the reference precomputes them: docs/method.md#what-is-trained-on-what), looked up by id.
 - `<generic>__val__images.parquet`: teacher features of the generic val split (for reference).
 - `<set>__captions.parquet`: the frozen text tower over each image-text set's captions.
 - `<set>__prompts.parquet`: class prompts of each zero-shot set.
@@ -19,7 +19,8 @@ from pipeline import paths
 from pipeline.config import load_params
 from pipeline.lib.models import embed_texts, resolve_device, set_threads, tokenizer_for
 from pipeline.stages.common import image_sources, leading_share, replay_frame, spec_metadata, split_frame
-from pipeline.stages.encoders import embed_sources, load_teacher
+from pipeline.lib.embedding import View, embed_sources
+from pipeline.stages.encoders import load_teacher
 
 
 def main(args: argparse.Namespace) -> None:
@@ -35,7 +36,7 @@ def main(args: argparse.Namespace) -> None:
             frame = replay_frame(params, split, columns=["id", "label", "subset", "image", "path"])
             if split == "val":  # only what checkpoint selection uses
                 frame = leading_share(frame, params.roles.generic_val_fraction)
-            emb = embed_sources(model.visual, image_sources(generic, frame), spec, device, batch,
+            emb = embed_sources(model.visual, image_sources(generic, frame), View.of(spec), device, batch,
                                 params.runtime.precision, params.runtime.num_workers, f"teacher {generic}/{split}",
                                 frame["path"].to_list())
             pio.write_embeddings(out / paths.split_file(generic, split), frame["id"].to_numpy(),

@@ -51,7 +51,8 @@ def image_query(method: str, image: str, params: Params) -> np.ndarray:
     import torch
 
     from pipeline.lib.models import set_threads
-    from pipeline.stages.encoders import embed_sources, load_method_visual
+    from pipeline.lib.embedding import View, embed_sources
+    from pipeline.stages.encoders import load_method_visual
 
     file = Path(image)
     if not file.is_file():
@@ -59,7 +60,7 @@ def image_query(method: str, image: str, params: Params) -> np.ndarray:
     decode_image(str(file))  # an undecodable file fails here with its name, before any model loads
     set_threads(params.runtime.threads)
     visual, spec = load_method_visual(method, "cpu")
-    return embed_sources(visual, [str(file)], spec, torch.device("cpu"), 1, names=[str(file)])
+    return embed_sources(visual, [str(file)], View.of(spec), torch.device("cpu"), 1, names=[str(file)])
 
 
 def text_query(text: str, params: Params) -> np.ndarray:

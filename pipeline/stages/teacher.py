@@ -26,12 +26,12 @@ from pipeline.config import Params, load_params
 from pipeline.lib import losses
 from pipeline.lib.data import ImageDataset, StepBatches, iterate_batches, normalize, random_crop_flip, step_generator
 from pipeline.lib.evaluation import zero_shot
-from pipeline.lib.models import (EMBEDDED_MEAN, EMBEDDED_STD, create_embedded_clip, embed_images, embed_texts, embedded_model_cfg, image_mean_std,
-                                 image_size_of, resolve_device, set_threads, tokenizer_for, vision_params)
+from pipeline.lib.models import (EMBEDDED_MEAN, EMBEDDED_STD, LOCAL_DIR, create_embedded_clip, embed_images, embed_texts,
+                                 embedded_model_cfg, image_mean_std, image_size_of, resolve_device, set_threads,
+                                 tokenizer_for, vision_params)
 from pipeline.stages.common import TEACHER_SPEC, image_sources, split_frame
-from pipeline.stages.encoders import embed_sources
+from pipeline.lib.embedding import View, embed_sources
 
-TEACHER_METRICS = paths.REPORTS / "teacher.json"
 
 
 def cosine_lr(step: int, total: int, warmup: int) -> float:
@@ -117,7 +117,7 @@ def zero_shot_report(params: Params, model: torch.nn.Module, tokenizer, spec: di
         frame = split_frame(params, es.dataset, "val", es.subset, ["image", "path", "label", "class_name"])
         if params.teacher.zero_shot_max_images:
             frame = frame.head(params.teacher.zero_shot_max_images)
-        emb = embed_sources(model.visual, image_sources(es.dataset, frame), spec, device, 256,
+        emb = embed_sources(model.visual, image_sources(es.dataset, frame), View.of(spec), device, 256,
                             desc=f"zero-shot {name}")
         classes = frame.select("label", "class_name").unique().sort("label")
         remap = {lab: i for i, lab in enumerate(classes["label"].to_list())}
@@ -141,7 +141,7 @@ def main(args: argparse.Namespace) -> None:
             model_cfg = info.pop("model_cfg")
             save_local_dir(model.cpu(), model_cfg, tmp, cfg.vision.image_size)
             model.to(device)
-            spec = {"model": f"local-dir:{paths.teacher()}", "pretrained": None}
+            spec = {"model": f"{LOCAL_DIR}{paths.teacher()}", "pretrained": None}
             tokenizer = tokenizer_for_embedded(model_cfg)
         else:
             from pipeline.lib.models import load_clip
@@ -158,7 +158,7 @@ def main(args: argparse.Namespace) -> None:
         (tmp / TEACHER_SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True))
         report = {"source": cfg.source, "model": spec["model"], **info,
                   "zero_shot": zero_shot_report(params, model, tokenizer, spec, device)}
-    pio.write_json(report, TEACHER_METRICS)
+    pio.write_json(report, paths.teacher_metrics())
     for name, z in report["zero_shot"].items():
         print(f"[teacher] zero-shot {name}: {z['zero_shot_accuracy']:.1f} % ({z['classes']} classes, "
               f"chance {z['chance']:.1f} %)")

@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import shutil
 import time
 from typing import Any
 
@@ -25,7 +24,6 @@ from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import ConfigError, Params, load_params, method_config
 
-TUNING_MD = paths.REPORTS / "tuning.md"
 CRITERION = "all"  # every method is compared on the same validation criterion
 
 
@@ -54,7 +52,8 @@ def tune_method(params: Params, method: str, state: dict[str, dict]) -> None:
     """Fine-tune one method at every grid value not yet recorded for the same recipe, recording each
     result in `state[method]` (and on disk) as soon as it is known."""
     from pipeline.lib import distributed
-    from pipeline.stages.finetune import train
+    from pipeline.lib.training.loop import fine_tune
+    from pipeline.stages.inputs import DiskResume, evaluation, load_inputs, run_key, runtime
 
     entry = params.tuning[method]
     old = state.get(method, {})
@@ -69,11 +68,13 @@ def tune_method(params: Params, method: str, state: dict[str, dict]) -> None:
         start = time.time()
         ctx = distributed.setup(params.runtime.device)
         run_name = f"tune/{method}/{entry.key}={tag}"
+        resume = DiskResume(run_name, run_key(params, run_name, cfg))
         try:
-            best = train(params, run_name, cfg, ctx)["best"]
+            best = fine_tune(load_inputs(params, cfg, ctx.device), cfg, runtime(params, ctx), evaluation(params),
+                             resume, label=f"tune {method}")["best"]
         finally:
             distributed.teardown(ctx)
-        shutil.rmtree(paths.resume(run_name), ignore_errors=True)  # finished: nothing left to resume
+        resume.clear()  # finished: nothing left to resume
         results[tag] = {"criterion": round(best["criterion"], 6), "val_target": round(best["target"], 6),
                         "val_replay": round(best["generic"], 6), "step": best["step"],
                         "seconds": round(time.time() - start, 1), "digest": digest}
@@ -85,7 +86,7 @@ def tune_method(params: Params, method: str, state: dict[str, dict]) -> None:
 
 def write(params: Params, state: dict[str, dict]) -> None:
     pio.write_json({"experiment": params.experiment, "methods": state}, paths.tuning())
-    with pio.atomic_path(TUNING_MD) as tmp:
+    with pio.atomic_path(paths.tuning_md()) as tmp:
         tmp.write_text(markdown(state))
 
 

@@ -1,6 +1,6 @@
 """Stage `wiseft`: WiSE-FT's retention-vs-adaptation curve of one fine-tuned method.
 
-θ_α = (1−α)·θ0 + α·θ_ft for each α of `wise_ft.alphas` (METHOD §4), with no retraining: each
+θ_α = (1−α)·θ0 + α·θ_ft for each α of `wise_ft.alphas` (Wortsman et al.; docs/baselines.md#wise-ft), with no retraining: each
 interpolated encoder embeds the evaluation splits in memory and goes through the same evaluation
 as the `evaluate` stage (exact kNN). α = 0 reproduces the pretrained metrics, α = 1 the base
 method's. Writes `data/eval/wise-ft.json`.
@@ -16,7 +16,7 @@ from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import load_params
 from pipeline.lib.models import resolve_device, set_threads
-from pipeline.lib.training import interpolate_weights
+from pipeline.lib.wiseft import interpolate_weights
 from pipeline.stages.encoders import embed_eval_splits, load_teacher_visual
 from pipeline.stages.evaluate import all_metrics
 

@@ -1,0 +1,223 @@
+"""Range and cross-reference checks of a loaded params.yaml; every error names its key."""
+from __future__ import annotations
+
+import dataclasses
+
+from pipeline.config.keys import ConfigError, suggestion, unknown_key
+from pipeline.config.methods import recipes
+from pipeline.config.schema import DatasetCfg, FewShotSettings, FinetuneCfg, Params, VERIFY_MODES
+from pipeline.lib import retention
+from pipeline.lib.recipes import FEWSHOT_METHODS
+from pipeline.sources.registry import SOURCES
+
+MIN_VALIDATIONS = 5  # finetune.validations: fewer points make checkpoint selection a coin toss
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _one_of(value: str, allowed: tuple[str, ...], key: str) -> None:
+    _require(value in allowed, key, f"'{value}' is not one of {list(allowed)}")
+
+
+def _positive(value: float, key: str, allow_zero: bool = False) -> None:
+    _require(value >= 0 if allow_zero else value > 0, key,
+             f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def validate_recipe(cfg: FinetuneCfg, prefix: str) -> None:
+    """One fine-tuning recipe's ranges and retention terms; errors name `<prefix>.<key>`."""
+    _one_of(cfg.kind, ("finetune", "pretrained"), f"{prefix}.kind")
+    _positive(cfg.steps, f"{prefix}.steps", allow_zero=True)
+    _require(cfg.kind == "pretrained" or cfg.steps >= 1, f"{prefix}.steps",
+             "a fine-tuning run needs >= 1 step (its checkpoints are taken after updates, never θ0)")
+    _positive(cfg.batch_size, f"{prefix}.batch_size")
+    _positive(cfg.lr_backbone, f"{prefix}.lr_backbone", allow_zero=True)
+    _positive(cfg.lr_head, f"{prefix}.lr_head", allow_zero=True)
+    _positive(cfg.weight_decay, f"{prefix}.weight_decay", allow_zero=True)
+    _one_of(cfg.classifier, ("normface", "arcface", "cosface"), f"{prefix}.classifier")
+    _positive(cfg.scale, f"{prefix}.scale")
+    _require(0 <= cfg.margin < 1.0, f"{prefix}.margin", f"must be in [0, 1), got {cfg.margin}")
+    for key, message in retention.problems(cfg):
+        raise ConfigError(f"{prefix}.{key}: {message}")
+    _positive(cfg.lwf_temperature, f"{prefix}.lwf_temperature")
+    _positive(cfg.fisher_batches, f"{prefix}.fisher_batches")
+    _positive(cfg.gift_ita_weight, f"{prefix}.gift_ita_weight", allow_zero=True)
+    _positive(cfg.gift_temperature, f"{prefix}.gift_temperature")
+    _require(0 <= cfg.gift_label_smoothing < 1, f"{prefix}.gift_label_smoothing",
+             f"must be in [0, 1), got {cfg.gift_label_smoothing}")
+    _positive(cfg.lp_max_steps, f"{prefix}.lp_max_steps", allow_zero=True)
+    _positive(cfg.lp_patience, f"{prefix}.lp_patience")
+    _positive(cfg.lp_tol, f"{prefix}.lp_tol")
+    _positive(cfg.lora_rank, f"{prefix}.lora_rank", allow_zero=True)
+    _positive(cfg.lora_alpha, f"{prefix}.lora_alpha")
+    _one_of(cfg.teacher_targets, ("precomputed", "online"), f"{prefix}.teacher_targets")
+    _one_of(cfg.schedule, ("round_robin", "target_only"), f"{prefix}.schedule")
+    _require(cfg.validations >= MIN_VALIDATIONS, f"{prefix}.validations",
+             f"must be >= {MIN_VALIDATIONS} (checkpoint selection needs points spread over the run), "
+             f"got {cfg.validations}")
+    _one_of(cfg.select_on, ("all", "in-domain", "last"), f"{prefix}.select_on")
+    _positive(cfg.checkpoint_every, f"{prefix}.checkpoint_every")
+
+
+def _validate_dataset(name: str, ds: DatasetCfg) -> None:
+    key = f"datasets.{name}"
+    _require(name.replace("_", "").isalnum(), key, "dataset names are letters, digits and '_' (they name folders)")
+    _one_of(ds.source, tuple(SOURCES), f"{key}.source")
+    _require(0 < ds.val_class_fraction < 1, f"{key}.val_class_fraction", f"must be in (0, 1), got {ds.val_class_fraction}")
+    _require(0 < ds.test_class_fraction < 1, f"{key}.test_class_fraction",
+             f"must be in (0, 1), got {ds.test_class_fraction}")
+    source = SOURCES[ds.source]
+    for option, problem in (source.check(ds) if source.check else []):
+        raise ConfigError(f"{key}.{option}: {problem}")
+    if not source.embedded:
+        _require(bool(ds.root or ds.downloads), key,
+                 f"source '{ds.source}' needs `root` (a local folder) or `downloads` (files to fetch)")
+        _require(not source.needs_annotations or ds.annotations is not None, f"{key}.annotations",
+                 f"the {ds.source} source needs its annotation file (datasets.{name}.annotations)")
+    _one_of(ds.verify_images, VERIFY_MODES, f"{key}.verify_images")
+    _positive(ds.download_retries, f"{key}.download_retries", allow_zero=True)
+    for i, d in enumerate(ds.downloads):
+        _require(d.url.startswith(("http://", "https://", "ftp://", "file://")), f"{key}.downloads.{i}.url",
+                 f"must be an http(s), ftp or file URL, got {d.url!r}")
+        _require(d.sha256 is None or (len(d.sha256) == 64 and all(c in "0123456789abcdefABCDEF" for c in d.sha256)),
+                 f"{key}.downloads.{i}.sha256", "must be 64 hex digits")
+
+
+def _validate_fewshot(params: Params) -> None:
+    fs = params.fewshot
+    _require(fs.dataset in params.datasets, "fewshot.dataset", f"'{fs.dataset}' is not a key of datasets")
+    _require(bool(fs.shots) and all(k >= 1 for k in fs.shots), "fewshot.shots", f"must be >= 1, got {fs.shots}")
+    _positive(fs.repeats, "fewshot.repeats")
+    _require(0 < fs.base_fraction <= 1, "fewshot.base_fraction", f"must be in (0, 1], got {fs.base_fraction}")
+    for m in fs.methods:
+        _one_of(m, tuple(FEWSHOT_METHODS), "fewshot.methods")
+    known = [f.name for f in dataclasses.fields(FewShotSettings) if f.name != "seed"]
+    for key in fs.settings:
+        if key not in known:
+            raise ConfigError(unknown_key(f"fewshot.settings.{key}"))
+    _one_of(fs.settings.get("geometry", "hyperbolic"), ("hyperbolic", "cosine"), "fewshot.settings.geometry")
+    scale = fs.settings.get("logit_scale")
+    _require(scale is None or scale > 0, "fewshot.settings.logit_scale", f"must be > 0 (or null: the model's), got {scale}")
+    for key, low in (("tip_search_scale", 0.1), ("tip_search_steps", 1)):
+        value = fs.settings.get(key, [low + 1, low + 1])
+        _require(isinstance(value, (list, tuple)) and len(value) == 2 and all(v >= low for v in value)
+                 and (key != "tip_search_scale" or all(v > low for v in value)),
+                 f"fewshot.settings.{key}", f"must be [β, α], each {'>' if key == 'tip_search_scale' else '>='} {low}, "
+                 f"got {value}")
+
+
+def _validate_tuning(params: Params) -> None:
+    """Each grid tunes a numeric key of a known method and holds the value the method is configured with."""
+    numeric = {f.name for f in dataclasses.fields(FinetuneCfg) if f.type in ("int", "float", int, float)}
+    for method, entry in params.tuning.items():
+        key = f"tuning.{method}"
+        _require(method in params.methods, key, f"'{method}' is not a key of methods {sorted(params.methods)}")
+        _require(entry.key in numeric, f"{key}.key", f"'{entry.key}' is not a numeric fine-tuning key")
+        _require(len(entry.grid) >= 2 and len(set(entry.grid)) == len(entry.grid), f"{key}.grid",
+                 f"needs at least two distinct values, got {entry.grid}")
+        value = getattr(recipes(params)[method], entry.key)
+        _require(any(abs(value - v) <= 1e-12 * max(1.0, abs(v)) for v in entry.grid), f"{key}.grid",
+                 f"the configured methods.{method}.{entry.key} = {value:g} is not one of the grid {entry.grid}")
+
+
+def _validate_world(params: Params) -> None:
+    """The replay subsets are subsets of the replay dataset."""
+    generic = params.datasets[params.roles.generic]
+    if params.roles.generic_subsets is not None:
+        _require(bool(params.roles.generic_subsets), "roles.generic_subsets", "must name at least one subset (or be null)")
+        if generic.source == "embedded_web":
+            missing = sorted(set(params.roles.generic_subsets) - set(generic.subsets))
+            _require(not missing, "roles.generic_subsets", f"{missing} are not subsets of datasets.{params.roles.generic}")
+
+
+def _validate_resources(params: Params) -> None:
+    from pipeline.commands import STAGES  # the stages a job can be asked for
+
+    for stage, res in params.resources.items():
+        key = f"resources.{stage}"
+        if stage not in STAGES:
+            raise ConfigError(f"{key}: not a stage" + suggestion(stage, list(STAGES), "resources"))
+        _positive(res.threads, f"{key}.threads")
+        _positive(res.mem_mb, f"{key}.mem_mb")
+        _positive(res.runtime_min, f"{key}.runtime_min")
+        _positive(res.gpu, f"{key}.gpu", allow_zero=True)
+
+
+def _validate_runtime(params: Params) -> None:
+    rt = params.runtime
+    _one_of(rt.device, ("auto", "cpu", "cuda"), "runtime.device")
+    _one_of(rt.precision, ("fp32", "bf16"), "runtime.precision")
+    _positive(rt.threads, "runtime.threads", allow_zero=True)
+    _positive(rt.num_workers, "runtime.num_workers", allow_zero=True)
+    _positive(rt.processes, "runtime.processes")
+
+
+def _validate_data(params: Params) -> None:
+    _require(bool(params.datasets), "datasets", "at least one dataset is required")
+    for name, ds in params.datasets.items():
+        _validate_dataset(name, ds)
+    for role in ("target", "generic"):
+        name = getattr(params.roles, role)
+        _require(name in params.datasets, f"roles.{role}", f"'{name}' is not a key of datasets")
+    _require(0 < params.roles.generic_val_fraction <= 1, "roles.generic_val_fraction",
+             f"must be in (0, 1], got {params.roles.generic_val_fraction}")
+    _validate_world(params)
+
+
+def _validate_teacher(params: Params) -> None:
+    _one_of(params.teacher.source, ("embedded", "open_clip"), "teacher.source")
+    _require(params.teacher.corpus in params.datasets, "teacher.corpus",
+             f"'{params.teacher.corpus}' is not a key of datasets")
+    for key in ("steps", "batch_size", "lr"):
+        _positive(getattr(params.teacher, key), f"teacher.{key}")
+    _positive(params.teacher.zero_shot_max_images, "teacher.zero_shot_max_images", allow_zero=True)
+    _positive(params.features.batch_size, "features.batch_size")
+
+
+def _validate_methods(params: Params) -> None:
+    validate_recipe(params.finetune, "finetune")
+    _require(bool(params.methods), "methods", "at least one method is required")
+    for method in params.methods:
+        _require(method.replace("_", "").isalnum(), f"methods.{method}",
+                 "method names are letters, digits and '_' (they name stages and folders)")
+    for method, cfg in recipes(params).items():
+        validate_recipe(cfg, f"methods.{method}")
+    _validate_tuning(params)
+    _require(params.wise_ft.base in params.methods, "wise_ft.base",
+             f"'{params.wise_ft.base}' is not a key of methods {sorted(params.methods)}")
+    _require(recipes(params)[params.wise_ft.base].kind != "pretrained", "wise_ft.base",
+             "must be a fine-tuned method (interpolating the pretrained model with itself is a no-op)")
+    _require(all(0.0 <= a <= 1.0 for a in params.wise_ft.alphas), "wise_ft.alphas",
+             f"every α must be in [0, 1], got {params.wise_ft.alphas}")
+    for method in params.qualitative.methods:
+        _require(method in params.methods, "qualitative.methods", f"'{method}' is not a key of methods")
+    _positive(params.qualitative.queries, "qualitative.queries")
+    _positive(params.qualitative.neighbours, "qualitative.neighbours")
+
+
+def _validate_eval(params: Params) -> None:
+    _one_of(params.index.kind, ("flat", "ivf", "hnsw"), "index.kind")
+    _positive(params.eval.k, "eval.k")
+    _require(all(k > 0 for k in params.eval.ks), "eval.ks", "all entries must be > 0")
+    _require(params.eval.k in params.eval.ks, "eval.k",
+             f"{params.eval.k} must be one of eval.ks {params.eval.ks} (the headline metric is mAP@k)")
+    _require(bool(params.eval.in_domain), "eval.in_domain", "at least one in-domain set is required")
+    for group in ("in_domain", "out_of_domain", "image_text", "zero_shot"):
+        for name, es in getattr(params.eval, group).items():
+            _require(es.dataset in params.datasets, f"eval.{group}.{name}.dataset",
+                     f"'{es.dataset}' is not a key of datasets")
+    _require("{}" in params.eval.prompt_template, "eval.prompt_template", "must contain '{}'")
+
+
+def validate(params: Params) -> None:
+    """Range and cross-reference checks; raises ConfigError naming the key."""
+    _validate_runtime(params)
+    _validate_data(params)
+    _validate_teacher(params)
+    _validate_methods(params)
+    _validate_fewshot(params)
+    _validate_eval(params)
+    _validate_resources(params)
