@@ -96,3 +96,70 @@ def train_log(method: str) -> Path:
 def split_file(dataset: str, split: str, kind: str = "images") -> str:
     """File name of a per-(dataset, split) table: images embeddings, captions or prompts."""
     return f"{dataset}__{split}__{kind}.parquet"
+
+
+# ------------------------------------------------------------------ reports/: small, git-tracked results
+def metrics() -> Path:
+    """The headline numbers per method: the declared DVC metrics (`dvc metrics diff`)."""
+    return REPORTS / "metrics.json"
+
+
+def details() -> Path:
+    """Every other number of the report (per-set metrics, WiSE-FT curve, few-shot cells)."""
+    return REPORTS / "details.json"
+
+
+def report_md() -> Path:
+    return REPORTS / "report.md"
+
+
+def report_html() -> Path:
+    """The report as one self-contained page."""
+    return REPORTS / "report.html"
+
+
+def screenshot() -> Path:
+    """`python -m pipeline snapshot`'s screenshot of the page."""
+    return REPORTS / "report.png"
+
+
+def deltas_figure() -> Path:
+    """Δ vs pretrained per headline (the paper's Fig. 1)."""
+    return REPORTS / "fig1_deltas.png"
+
+
+def retention_figure() -> Path:
+    """Retention against adaptation, with the WiSE-FT curve."""
+    return REPORTS / "retention.png"
+
+
+def fewshot_figure() -> Path:
+    return REPORTS / "fewshot.png"
+
+
+def neighbours_figure() -> Path:
+    """The compact neighbours grid of report.md."""
+    return REPORTS / "neighbours.png"
+
+
+def teacher_metrics() -> Path:
+    """What the teacher stage measured (zero-shot accuracy on val, training time)."""
+    return REPORTS / "teacher.json"
+
+
+def tuning_md() -> Path:
+    return REPORTS / "tuning.md"
+
+
+def seeds_json() -> Path:
+    """Headline Δs over fine-tuning seeds (`python -m pipeline seeds`)."""
+    return REPORTS / "seeds.json"
+
+
+def seeds_md() -> Path:
+    return REPORTS / "seeds.md"
+
+
+def export(method: str) -> Path:
+    """`python -m pipeline export <method>`'s default folder (an open_clip local-dir model)."""
+    return Path("exports") / method

@@ -22,7 +22,7 @@ from pipeline.lib.models import create_embedded_clip, embed_images, embedded_mod
 from pipeline.stages.export import export_model, teacher_model_config
 from pipeline.stages.snapshot import find_chromium, open_page
 from pipeline.stages.teacher import save_local_dir
-from tests.conftest import clone, run
+from tests.conftest import ROOT, clone, run
 from tests.real_formats import make_tiny_open_clip
 
 
@@ -338,3 +338,9 @@ def test_report_page_renders_offline_in_headless_chromium(built: Path) -> None:
     for method in params.methods:
         assert method in check.text
     assert [s["name"] for s in sets] == [*params.eval.in_domain, *params.eval.out_of_domain]
+
+
+def test_the_model_card_cites_the_paper_with_the_readmes_entry() -> None:
+    from pipeline.stages.export import CITATION
+
+    assert CITATION.startswith("@inproceedings{") and CITATION in (ROOT / "README.md").read_text()

@@ -1,4 +1,4 @@
-"""Few-shot adaptation with both encoders frozen: the LatHAdapter family (METHOD §11).
+"""Few-shot adaptation with both encoders frozen: the LatHAdapter family (declared in `pipeline.lib.recipes`).
 
 Every method sees the same inputs: L2-normalised frozen image features `f` [N, D] of K labelled
 shots per base class, and the frozen text embeddings `t` [C, D] of class prompts. `fit` trains on
@@ -32,8 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import FewShotSettings
+from hydra.utils import get_class
+
 from pipeline.lib import losses
+from pipeline.lib.recipes import FEWSHOT_METHODS, FewShotSettings
 
 
 def _scale(s: FewShotSettings) -> float:
@@ -57,6 +59,9 @@ def _train(module: nn.Module, loss_fn, s: FewShotSettings) -> None:
 
 
 class ZeroShot:
+    def __init__(self, dim: int = 0, s: FewShotSettings | None = None):
+        pass
+
     def fit(self, f: torch.Tensor, y: torch.Tensor, t: torch.Tensor, s: FewShotSettings,
             val: Validation = None) -> "ZeroShot":
         self.scale = _scale(s)
@@ -67,7 +72,10 @@ class ZeroShot:
 
 
 class LinearProbe:
-    novel = False  # a head per base class: nothing to say about unseen classes
+    """A head per base class: nothing to say about unseen classes (declared `novel=False`)."""
+
+    def __init__(self, dim: int = 0, s: FewShotSettings | None = None):
+        pass
 
     def fit(self, f: torch.Tensor, y: torch.Tensor, t: torch.Tensor, s: FewShotSettings,
             val: Validation = None) -> "LinearProbe":
@@ -83,7 +91,7 @@ class LinearProbe:
 
 
 class ClipAdapter(nn.Module):
-    def __init__(self, dim: int, ratio: float = 0.2, reduction: int = 4):
+    def __init__(self, dim: int, s: FewShotSettings | None = None, ratio: float = 0.2, reduction: int = 4):
         super().__init__()
         self.ratio = ratio
         self.mlp = nn.Sequential(nn.Linear(dim, dim // reduction, bias=False), nn.ReLU(),
@@ -109,7 +117,7 @@ def tip_grid(scale: float, steps: int) -> list[float]:
 
 
 class TipAdapter:
-    def __init__(self, alpha: float = 1.0, beta: float = 5.5):
+    def __init__(self, dim: int = 0, s: FewShotSettings | None = None, alpha: float = 1.0, beta: float = 5.5):
         self.alpha, self.beta = alpha, beta  # Tip-Adapter's paper defaults, used when there is nothing to search on
 
     def fit(self, f: torch.Tensor, y: torch.Tensor, t: torch.Tensor, s: FewShotSettings,
@@ -203,13 +211,11 @@ class LatHAdapter(nn.Module):
 
 
 def make(name: str, dim: int, s: FewShotSettings):
-    """A fresh few-shot method by name."""
-    factories = {"zero_shot": ZeroShot, "linear_probe": LinearProbe, "clip_adapter": lambda: ClipAdapter(dim),
-                 "tip_adapter": TipAdapter, "lathadapter": lambda: LatHAdapter(dim, s)}
-    if name not in factories:
-        raise ValueError(f"unknown few-shot method '{name}' (known: {sorted(factories)})")
+    """A fresh few-shot method by name (`pipeline.lib.recipes.FEWSHOT_METHODS`)."""
+    if name not in FEWSHOT_METHODS:
+        raise ValueError(f"unknown few-shot method '{name}' (known: {sorted(FEWSHOT_METHODS)})")
     torch.manual_seed(s.seed)
-    return factories[name]()
+    return get_class(FEWSHOT_METHODS[name].target)(dim, s)
 
 
 def sample_shots(labels: torch.Tensor, classes: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:

@@ -27,20 +27,18 @@ import torch
 from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import Params, load_params
-from pipeline.lib.models import MINILM, tokenizer_for
+from pipeline.lib.models import LOCAL_DIR, MINILM, local_dir, local_dir_config, tokenizer_for
 from pipeline.stages.encoders import load_teacher
-from pipeline.stages.report import BASELINE, METRICS, metric_label
+from pipeline.lib.headlines import BASELINE, HEADLINES
 
-CITATION = """@inproceedings{ypsilantis2025infusing,
-  title={Infusing fine-grained visual knowledge to Vision-Language Models},
-  author={Ypsilantis, Nikolaos-Antonios and Chen, Kaifeng and Araujo, Andr{\\'e} and Chum, Ondrej},
-  booktitle={Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV) Workshops},
-  year={2025}
-}"""
-
-
-def default_folder(method: str) -> Path:
-    return Path("exports") / method
+CITATION = r"""@inproceedings{ypsilantis2025infusing,
+  title     = {Infusing fine-grained visual knowledge to Vision-Language Models},
+  author    = {Ypsilantis, Nikolaos-Antonios and Chen, Kaifeng and Araujo, Andr{\'e} and Chum, Ond{\v{r}}ej},
+  booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision Workshops (ICCVW)},
+  year      = {2025},
+  eprint    = {2508.12137},
+  archivePrefix = {arXiv}
+}"""  # the README's entry, word for word (tests/test_export_search.py)
 
 
 def teacher_model_config(spec: dict[str, Any]) -> dict[str, Any]:
@@ -49,8 +47,8 @@ def teacher_model_config(spec: dict[str, Any]) -> dict[str, Any]:
     from open_clip.constants import HF_CONFIG_NAME
 
     name = spec["model"]
-    if name.startswith("local-dir:"):
-        return json.loads((Path(name.removeprefix("local-dir:")) / HF_CONFIG_NAME).read_text())["model_cfg"]
+    if local_dir(name) is not None:
+        return local_dir_config(local_dir(name))
     if name.startswith("hf-hub:"):
         from huggingface_hub import hf_hub_download
         return json.loads(Path(hf_hub_download(name.removeprefix("hf-hub:"), HF_CONFIG_NAME)).read_text())["model_cfg"]
@@ -106,11 +104,11 @@ def delta_table(summary: dict[str, dict[str, float]], method: str, k: int) -> st
     """Markdown: each headline metric of the pretrained model and of `method`, and the Δ."""
     row, base = summary[method], summary.get(BASELINE, {})
     lines = [f"| metric (points) | {BASELINE} | {method} | Δ |", "|---|---|---|---|"]
-    for name, value in row.items():
-        if name.startswith("delta_"):
+    for name, headline in HEADLINES.items():
+        if name not in row:
             continue
-        delta = row.get(f"delta_{name}")
-        lines.append(f"| {metric_label(name)} | {base.get(name, float('nan')):.2f} | {value:.2f} | "
+        value, delta = row[name], row.get(f"delta_{name}")
+        lines.append(f"| {headline.label} | {base.get(name, float('nan')):.2f} | {value:.2f} | "
                      + ("–" if delta is None else f"{delta:+.2f}") + " |")
     return "\n".join(lines) + (f"\n\nImage-image: mAP@{k} ×100; image-text: mean of I→T and T→I R@1 ×100; "
                                "zero-shot: accuracy (%). Δ = method − pretrained, on the test splits.\n")
@@ -159,8 +157,8 @@ def model_card(params: Params, method: str, summary: dict, spec: dict, params_fi
             "Git commit": git_commit(),
         },
         "usage": ("```python\nimport open_clip, torch\nfrom PIL import Image\n\n"
-                  f"model, _, preprocess = open_clip.create_model_and_transforms(\"local-dir:{folder}\")\n"
-                  f"tokenizer = open_clip.get_tokenizer(\"local-dir:{folder}\")\nmodel.eval()\n"
+                  f"model, _, preprocess = open_clip.create_model_and_transforms(\"{LOCAL_DIR}{folder}\")\n"
+                  f"tokenizer = open_clip.get_tokenizer(\"{LOCAL_DIR}{folder}\")\nmodel.eval()\n"
                   "with torch.no_grad():\n"
                   "    image = model.encode_image(preprocess(Image.open(\"photo.jpg\")).unsqueeze(0), normalize=True)\n"
                   "    text = model.encode_text(tokenizer([\"a photo of a bird\"]), normalize=True)\n"
@@ -180,10 +178,10 @@ def main(args: argparse.Namespace) -> None:
     checkpoint = paths.checkpoint(method)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"missing {checkpoint}: run `dvc repro` (or `python -m pipeline finetune {method}`)")
-    summary = pio.read_json(METRICS)["summary"]
+    summary = pio.read_json(paths.metrics())["summary"]
     if method not in summary:
-        raise ValueError(f"{METRICS} has no results for '{method}': run `dvc repro` so the report includes it")
-    dest = Path(args.out) if args.out else default_folder(method)
+        raise ValueError(f"{paths.metrics()} has no results for '{method}': run `dvc repro` so the report includes it")
+    dest = Path(args.out) if args.out else paths.export(method)
     if dest.exists() and not (dest / "open_clip_config.json").is_file():
         raise ValueError(f"{dest} exists and is not an export (no open_clip_config.json): choose another --out")
     model, spec = load_teacher("cpu")
@@ -194,4 +192,4 @@ def main(args: argparse.Namespace) -> None:
         export_model(model.eval(), tokenizer, teacher_model_config(spec), tmp, dest)
         (tmp / "README.md").write_text(generate_readme(card, f"{params.experiment}-{method}"))
         shareable(tmp)
-    print(f"[export {method}] {dest}/: open_clip.create_model_and_transforms(\"local-dir:{dest}\")")
+    print(f"[export {method}] {dest}/: open_clip.create_model_and_transforms(\"{LOCAL_DIR}{dest}\")")

@@ -24,7 +24,6 @@ from pipeline.lib.images import decode_image, thumbnail
 from pipeline.lib.retrieval import build_index, neighbours_of, search
 from pipeline.stages.common import eval_sets, image_sources, select_rows, split_frame, stored_embeddings
 
-FIGURE = paths.REPORTS / "neighbours.png"
 THUMB_SIDE = 96  # px: larger images are shrunk (JPEG) for the page; smaller ones stay as they are (PNG)
 
 
@@ -134,6 +133,6 @@ def main(args: argparse.Namespace) -> None:
     grid = {"queries": q.queries, "neighbours": q.neighbours, "methods": list(params.methods), "sets": sets}
     with pio.atomic_path(paths.neighbours(), directory=True) as out:
         pio.write_json(grid, out / paths.neighbour_grid().name)
-        draw_figure(params, sets, FIGURE)
+        draw_figure(params, sets, paths.neighbours_figure())
     print(f"[neighbours] {len(sets)} sets x {len(params.methods)} methods x {q.queries} queries -> "
-          f"{paths.neighbour_grid()}, {FIGURE}")
+          f"{paths.neighbour_grid()}, {paths.neighbours_figure()}")

@@ -14,7 +14,6 @@ from pipeline import paths
 from pipeline.config import Params
 from pipeline.lib import report_page
 
-HTML = paths.REPORTS / "report.html"
 MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
 
 
@@ -28,10 +27,10 @@ def figure_uris(markdown_text: str, folder: Path = paths.REPORTS) -> dict[str, s
     return out
 
 
-def write_page(params: Params, markdown_text: str, dest: Path = HTML) -> None:
+def write_page(params: Params, markdown_text: str, dest: Path | None = None) -> None:
     """Render the page from the report's markdown, its figures and the neighbour grids."""
     grid_file = paths.neighbour_grid()
     grid = pio.read_json(grid_file) if grid_file.is_file() else None
     page = report_page.render(f"Results: {params.experiment}", markdown_text, figure_uris(markdown_text), grid)
-    with pio.atomic_path(dest) as tmp:
+    with pio.atomic_path(dest or paths.report_html()) as tmp:
         tmp.write_text(page, encoding="utf-8")

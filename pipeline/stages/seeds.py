@@ -21,11 +21,13 @@ import numpy as np
 
 from pipeline import io as pio
 from pipeline import paths
-from pipeline.stages.common import HEADLINES
+from pipeline.lib.headlines import HEADLINES
 
-SEEDS_JSON = paths.REPORTS / "seeds.json"
-SEEDS_MD = paths.REPORTS / "seeds.md"
-DELTAS = tuple(f"delta_{key}" for key, _ in HEADLINES)
+
+
+def deltas() -> tuple[str, ...]:
+    """The summary keys a seeds table aggregates: every headline's Δ."""
+    return tuple(f"delta_{key}" for key in HEADLINES)
 
 
 def _num(value: Any) -> float | None:
@@ -55,7 +57,7 @@ def collect(rows: list[dict[str, Any]], experiment: str) -> dict[int, dict[str, 
         methods: dict[str, dict[str, float]] = {}
         for key, value in row.items():
             parts = key.split(":")[-1].split(".")
-            if len(parts) == 3 and parts[0] == "summary" and parts[2] in DELTAS and _num(value) is not None:
+            if len(parts) == 3 and parts[0] == "summary" and parts[2] in deltas() and _num(value) is not None:
                 methods.setdefault(parts[1], {})[parts[2]] = float(value)
         if methods:
             by_seed[int(seed)] = methods
@@ -71,7 +73,7 @@ def require_seeds(by_seed: dict[int, dict[str, dict[str, float]]]) -> None:
         raise ValueError("no results found: run `dvc repro` and some `dvc exp run -S finetune.seed=N` first")
     if len(by_seed) < MIN_SEEDS:
         raise ValueError(f"only finetune.seed {sorted(by_seed)} has results; the table needs at least {MIN_SEEDS} "
-                         f"seeds: run e.g. `dvc exp run -S finetune.seed=1` first ({SEEDS_MD} is left as it is)")
+                         f"seeds: run e.g. `dvc exp run -S finetune.seed=1` first ({paths.seeds_md()} is left as it is)")
 
 
 def aggregate(by_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -79,7 +81,7 @@ def aggregate(by_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict
     out: dict[str, dict[str, dict[str, float]]] = {}
     methods = sorted({m for s in by_seed.values() for m in s})
     for method in methods:
-        for delta in DELTAS:
+        for delta in deltas():
             values = [s[method][delta] for s in by_seed.values() if delta in s.get(method, {})]
             if values:
                 out.setdefault(method, {})[delta] = {
@@ -90,7 +92,7 @@ def aggregate(by_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict
 
 
 def markdown(table: dict[str, dict[str, dict[str, float]]], seeds: list[int]) -> str:
-    columns = [(f"delta_{key}", title) for key, title in HEADLINES
+    columns = [(f"delta_{key}", h.title) for key, h in HEADLINES.items()
                if any(f"delta_{key}" in row for row in table.values())]
     lines = [f"# Summary Δs over fine-tuning seeds {seeds}", "",
              "Points ×100, mean ± std (n = seeds). Δ = method − pretrained.", "",
@@ -124,20 +126,20 @@ def main(args: argparse.Namespace) -> None:
     require_seeds(by_seed)
     table = aggregate(by_seed)
     pio.write_json({"experiment": params.experiment, "seeds": sorted(by_seed),
-                    "per_seed": {str(k): v for k, v in sorted(by_seed.items())}, "summary": table}, SEEDS_JSON)
-    with pio.atomic_path(SEEDS_MD) as tmp:
+                    "per_seed": {str(k): v for k, v in sorted(by_seed.items())}, "summary": table}, paths.seeds_json())
+    with pio.atomic_path(paths.seeds_md()) as tmp:
         tmp.write_text(markdown(table, sorted(by_seed)))
-    print(SEEDS_MD.read_text())
+    print(paths.seeds_md().read_text())
     print("the report's plots draw this spread from its next run: `dvc repro -f -s report`")
 
 
 def seed_table(experiment: str) -> dict[str, dict[str, dict[str, float]]] | None:
     """method → Δ → {mean, std, n} of `reports/seeds.json` when it was collected for `experiment`."""
-    if not SEEDS_JSON.is_file():
+    if not paths.seeds_json().is_file():
         return None
-    data = pio.read_json(SEEDS_JSON)
+    data = pio.read_json(paths.seeds_json())
     if data.get("experiment") != experiment:
-        print(f"[report] {SEEDS_JSON} is not for experiment '{experiment}' (rerun `python -m pipeline seeds`): "
+        print(f"[report] {paths.seeds_json()} is not for experiment '{experiment}' (rerun `python -m pipeline seeds`): "
               "plots without seed spread")
         return None
     return data["summary"]

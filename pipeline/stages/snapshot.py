@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import io as pio
-from pipeline.stages.report_html import HTML
-
-SCREENSHOT = HTML.with_suffix(".png")
+from pipeline import paths
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
@@ -84,7 +82,7 @@ def open_page(page_file: Path, screenshot: Path | None = None, width: int = 1280
 
 
 def main(args: argparse.Namespace) -> None:
-    page, out = Path(args.page), Path(args.out)
+    page, out = Path(args.page or paths.report_html()), Path(args.out or paths.screenshot())
     check = open_page(page, out)
     print(f"[snapshot] {page}: {check.tables} tables, {check.images} images, {len(check.problems)} problems; "
           f"screenshot {out}")
