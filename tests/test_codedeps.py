@@ -6,9 +6,9 @@ from pathlib import Path
 
 from pipeline.codedeps import import_closure, stage_code_deps
 from pipeline.dag import affected_stages, load_stages, sync_code_deps
+from pipeline.commands import ENCODER_STAGES
 from tests.conftest import ROOT, copy_project, run
 
-ENCODER_STAGES = {"teacher", "features", "finetune", "embed", "wiseft", "fewshot"}
 
 
 def test_dvc_yaml_lists_exactly_each_stage_import_closure() -> None:
@@ -41,23 +41,22 @@ def test_stages_depend_on_what_they_import() -> None:
     kinds = {spec.kind for spec in load_stages(ROOT)}
     closures = {kind: stage_code_deps(kind, ROOT) for kind in kinds}
     for kind in ENCODER_STAGES:
-        assert {"pipeline/lib/images.py", "pipeline/stages/encoders.py"} <= set(closures[kind]), kind
+        assert {"pipeline/lib/images.py", "pipeline/lib/embedding.py"} <= set(closures[kind]), kind
     for kind in kinds:  # every stage runs through the CLI and reads params.yaml
-        assert {"pipeline/cli.py", "pipeline/__main__.py", "pipeline/config.py"} <= set(closures[kind]), kind
+        assert {"pipeline/cli.py", "pipeline/__main__.py", "pipeline/config/load.py"} <= set(closures[kind]), kind
         assert f"pipeline/stages/{kind}.py" in closures[kind]
     assert [k for k in kinds if "pipeline/lib/fewshot.py" in closures[k]] == ["fewshot"]
     assert affected_stages("pipeline/lib/fewshot.py", ROOT) == ["fewshot"]
-    assert set(affected_stages("pipeline/stages/encoders.py", ROOT)) == \
+    assert set(affected_stages("pipeline/lib/embedding.py", ROOT)) == \
         {s.name for s in load_stages(ROOT) if s.kind in ENCODER_STAGES}
-    assert "pipeline/stages/encoders.py" not in closures["report"]  # the light stages stay light
+    assert "pipeline/lib/embedding.py" not in closures["report"]  # the light stages stay light
 
 
 def test_dag_check_fails_on_drift_and_write_restores_dvc_yaml(tmp_path: Path) -> None:
     project = copy_project(tmp_path / "project")
     dvc_yaml = project / "dvc.yaml"
     committed = dvc_yaml.read_text()
-    drifted = committed.replace("      - pipeline/stages/encoders.py\n      - pipeline/stages/teacher.py\n",
-                                "      - pipeline/stages/teacher.py\n", 1)
+    drifted = committed.replace("      - pipeline/lib/embedding.py\n", "", 1)  # the teacher stage's
     drifted = drifted.replace("      - pipeline/stages/report.py\n",
                               "      - pipeline/stages/report.py\n      - pipeline/lib/worlds\n", 1)
     assert drifted.count("pipeline/lib/worlds\n") == 1 and drifted != committed
@@ -65,7 +64,7 @@ def test_dag_check_fails_on_drift_and_write_restores_dvc_yaml(tmp_path: Path) ->
 
     check = run([sys.executable, "-m", "pipeline", "dag", "--check"], project, check=False)
     assert check.returncode != 0
-    assert "teacher: + pipeline/stages/encoders.py" in check.stdout
+    assert "teacher: + pipeline/lib/embedding.py" in check.stdout
     assert "report: - pipeline/lib/worlds" in check.stdout
     assert "dag --write" in check.stderr and dvc_yaml.read_text() == drifted  # --check writes nothing
 

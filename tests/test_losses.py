@@ -1,4 +1,4 @@
-"""Every loss against an independent re-derivation on small tensors (METHOD §3, §4, §11)."""
+"""Every loss against an independent re-derivation on small tensors (docs/method.md, docs/baselines.md)."""
 from __future__ import annotations
 
 import math
@@ -31,7 +31,7 @@ def arcosh_distance(x: torch.Tensor, y: torch.Tensor, c: float) -> float:
     return math.acosh(arg.item()) / math.sqrt(c)
 
 
-# ----- classification (METHOD §3.1) -----
+# ----- classification (the method's NormFace head) -----
 
 def test_normface_is_cross_entropy_on_scaled_cosines() -> None:
     cos, y = torch.rand(6, 5) * 2 - 1, torch.tensor([0, 1, 2, 3, 4, 0])
@@ -75,7 +75,7 @@ def test_cosine_classifier_outputs_cosines_and_uses_lecun_uniform_init() -> None
     torch.testing.assert_close(clf(x), manual, rtol=1e-5, atol=1e-6)
 
 
-# ----- embedding distillation (METHOD §3.2) -----
+# ----- embedding distillation -----
 
 def test_distillation_is_two_minus_two_cos_over_d_and_does_not_renormalise() -> None:
     s, t = unit(4, 16), unit(4, 16)
@@ -86,7 +86,7 @@ def test_distillation_is_two_minus_two_cos_over_d_and_does_not_renormalise() -> 
     assert losses.embedding_distillation_loss(2 * t, t) == pytest.approx(1 / 16, rel=1e-5)
 
 
-# ----- weight-space regularisers (METHOD §3.3, §4, §11 AWC) -----
+# ----- weight-space regularisers (R_w, EWC, GIFT's AWC) -----
 
 def test_weight_regularizer_is_a_sum_of_per_tensor_means() -> None:  # the paper's R_w
     params, anchors = [torch.randn(2, 3), torch.randn(10)], [torch.randn(2, 3), torch.randn(10)]
@@ -145,7 +145,7 @@ def test_gift_fisher_is_the_squared_gradient_normalised_to_mean_one_per_tensor()
     assert losses.fisher_penalty([w, v, u], zeros, [fw, fv, fu]).item() == pytest.approx(5.0 + 2e-6, rel=1e-6)
 
 
-# ----- other distillations (METHOD §4) -----
+# ----- other distillations (LwF, Gram) -----
 
 def test_logit_distillation_is_kl_and_zero_when_equal() -> None:
     zs, zt = torch.randn(4, 6, requires_grad=True), torch.randn(4, 6, requires_grad=True)
@@ -174,7 +174,7 @@ def test_gram_distillation_matches_loops_is_zero_when_equal_and_permutation_cons
     assert not losses.gram_distillation_loss(s, t).requires_grad  # teacher detached, student is a constant here
 
 
-# ----- GIFT (METHOD §11) -----
+# ----- GIFT -----
 
 def test_gift_contrastive_distillation_is_zero_at_the_teacher_and_positive_elsewhere() -> None:
     img, text = unit(6, 8), unit(6, 8)
@@ -236,7 +236,7 @@ def test_gift_alignment_smooths_its_targets_as_gifts_code() -> None:
     assert value != pytest.approx(losses.gift_alignment_loss(img, text, classes, 5.0).item(), rel=1e-3)
 
 
-# ----- Poincaré ball (METHOD §11 LatHAdapter) -----
+# ----- Poincaré ball (LatHAdapter-style) -----
 
 @pytest.mark.parametrize("c", [1.0, 0.5])
 def test_expmap0_maps_into_the_ball_with_the_tanh_radius(c: float) -> None:

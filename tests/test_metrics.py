@@ -1,4 +1,4 @@
-"""Metrics against slow, obviously-correct reference loops and hand-computed cases (METHOD §7.1)."""
+"""Metrics against slow, obviously-correct reference loops and hand-computed cases (docs/method.md#metrics)."""
 from __future__ import annotations
 
 import numpy as np

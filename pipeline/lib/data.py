@@ -1,6 +1,6 @@
 """Images in, tensors out: datasets of the reference's train/eval views, augmentation, a resumable sampler.
 
-Preprocessing follows METHOD §6: train = resize to R×R (aspect not kept) → random crop S → optional
+Preprocessing follows the reference (docs/method.md#views-and-splits): train = resize to R×R (aspect not kept) → random crop S → optional
 flip; eval = resize shorter side to S (bilinear) → centre crop S. The deterministic part (decode +
 resize) runs per image in the Dataset; the random part (crop, flip) runs per batch on the device
 with a generator seeded by (seed, step), so a resumed run draws exactly the same augmentations.

@@ -46,7 +46,7 @@ def map_at_r_exact(index, query_emb: np.ndarray, rel: np.ndarray, n_pos: np.ndar
 def knn_retrieval(query_emb: np.ndarray, query_labels: np.ndarray, k: int, ks: Sequence[int],
                   index_emb: np.ndarray | None = None, index_labels: np.ndarray | None = None,
                   index=None, with_map_at_r: bool = True) -> dict[str, float]:
-    """Image-to-image kNN metrics (METHOD §7.1); MAP@R exact (`map_at_r_exact`).
+    """Image-to-image kNN metrics (docs/method.md#metrics); MAP@R exact (`map_at_r_exact`).
 
     Without a separate index set, the query set is searched against itself and each query is
     removed from its own list (n_q excludes it too); with `index_emb` (InShop style) it is not.
@@ -61,7 +61,7 @@ def knn_retrieval(query_emb: np.ndarray, query_labels: np.ndarray, k: int, ks: S
     n_pos = metrics.count_positives(query_labels, gallery_labels, exclude_self=exclude_self)
     out = metrics.ranking_metrics(rel, n_pos, ks=tuple(ks))
     if with_map_at_r:
-        out["map@r"] = float(map_at_r_exact(
+        out[metrics.MAP_AT_R] = float(map_at_r_exact(
             index, query_emb, rel, n_pos, exclude_self,
             lambda rows, found: metrics.relevance(query_labels[rows], gallery_labels, found)).mean())
     out["queries"] = float(len(query_labels))
@@ -70,7 +70,7 @@ def knn_retrieval(query_emb: np.ndarray, query_labels: np.ndarray, k: int, ks: S
 
 def merged_knn_retrieval(sets: dict[str, tuple[np.ndarray, np.ndarray]], k: int, ks: Sequence[int]
                          ) -> dict[str, dict[str, float]]:
-    """kNN in one index holding every set (METHOD §7.1 "common" index): a neighbour is relevant only
+    """kNN in one index holding every set (the reference's merged index, docs/method.md#metrics): a neighbour is relevant only
     with the same label *and* the same set (domain). Returns metrics per set."""
     names = list(sets)
     emb = np.concatenate([sets[n][0] for n in names])
@@ -86,7 +86,7 @@ def merged_knn_retrieval(sets: dict[str, tuple[np.ndarray, np.ndarray]], k: int,
     for i, name in enumerate(names):
         rows = slice(start, start + len(sets[name][1]))
         out[name] = {**metrics.ranking_metrics(rel[rows], n_pos[rows], ks=tuple(ks)),
-                     "map@r": float(map_r[rows].mean())}
+                     metrics.MAP_AT_R: float(map_r[rows].mean())}
         start = rows.stop
     return out
 

@@ -1,4 +1,4 @@
-"""Images as PIL sees them: decoding any mode to RGB, and the reference's deterministic views (METHOD §6).
+"""Images as PIL sees them: decoding any mode to RGB, and the reference's deterministic views (docs/method.md#views-and-splits).
 
 No torch here, so light stages (the neighbours grid, dataset checks) can use it without loading it.
 """

@@ -1,4 +1,4 @@
-"""Losses of the method and its retention baselines (METHOD §3, §4, §11).
+"""Losses of the method and its retention baselines (docs/method.md, docs/baselines.md).
 
 All reductions run in float32: inputs are cast with `.float()` and the matmuls run with autocast disabled, because
 under bf16 autocast a cosine carries ~3 significant digits, which swamps distillation targets near zero.
@@ -20,7 +20,7 @@ def _fp32_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class CosineClassifier(nn.Module):
-    """cos_{i,c} = f(x_i)ᵀ w_c / (‖f(x_i)‖‖w_c‖): bias-free `Linear(D→C)` weight, random init (METHOD §3.1)."""
+    """cos_{i,c} = f(x_i)ᵀ w_c / (‖f(x_i)‖‖w_c‖): bias-free `Linear(D→C)` weight, random init (docs/method.md)."""
 
     def __init__(self, dim: int, n_classes: int):
         super().__init__()
@@ -51,12 +51,12 @@ def margin_softmax_loss(cos: torch.Tensor, labels: torch.Tensor, scale: float = 
 
 
 def embedding_distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """(1/B) Σ_i (1/D)‖f_s − f_t‖² (METHOD §3.2) = mean (2 − 2cos)/D; inputs are already L2-normalised, not redone."""
+    """(1/B) Σ_i (1/D)‖f_s − f_t‖² (docs/method.md) = mean (2 − 2cos)/D; inputs are already L2-normalised, not redone."""
     return ((student.float() - teacher.float()) ** 2).mean()
 
 
 def weight_regularizer(params: Sequence[torch.Tensor], anchors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """R_w = Σ_ℓ mean_j (θ_ℓj − θ0_ℓj)²: a SUM over tensors of per-tensor MEANS, not a global sum (METHOD §3.3).
+    """R_w = Σ_ℓ mean_j (θ_ℓj − θ0_ℓj)²: a SUM over tensors of per-tensor MEANS, not a global sum (docs/method.md).
 
     The reference's L2-SP form; its per-element pull scales with 1/(tensor size). The caller passes
     vision-tower tensors only: the classifier head is excluded from R_w.
@@ -116,14 +116,14 @@ def zero_shot_logits(emb: torch.Tensor, prototypes: torch.Tensor, scale: float) 
 
 def logit_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                             t_student: float = 1.0, t_teacher: float = 1.0) -> torch.Tensor:
-    """mean_i KL(softmax(z_T/τ_T) ‖ softmax(z_S/τ_S)), teacher detached (LwF; METHOD §4)."""
+    """mean_i KL(softmax(z_T/τ_T) ‖ softmax(z_S/τ_S)), teacher detached (LwF; docs/baselines.md#lwf-canonical-and-replay-logits)."""
     log_p_t = F.log_softmax(teacher_logits.detach().float() / t_teacher, dim=-1)
     log_p_s = F.log_softmax(student_logits.float() / t_student, dim=-1)
     return (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean()
 
 
 def gram_distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """mean_{i,j}(s_iᵀs_j − t_iᵀt_j)²: batch similarity-structure distillation (METHOD §4), teacher detached."""
+    """mean_{i,j}(s_iᵀs_j − t_iᵀt_j)²: batch similarity-structure distillation (docs/baselines.md#gram-similarity-structure-distillation), teacher detached."""
     s, t = student.float(), teacher.detach().float()
     return ((_fp32_matmul(s, s.T) - _fp32_matmul(t, t.T)) ** 2).mean()
 
@@ -135,7 +135,7 @@ def _soft_ce(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
 
 def gift_contrastive_distillation(student_img: torch.Tensor, teacher_img: torch.Tensor, text: torch.Tensor,
                                   logit_scale: float, temperature: float = 2.0) -> torch.Tensor:
-    """GIFT L_cd against a frozen text tower (METHOD §11), Z_S = s·Ĩ_S Tᵀ, Z_T = s·Ĩ_T Tᵀ over B images × B texts:
+    """GIFT L_cd against a frozen text tower (docs/baselines.md#gift), Z_S = s·Ĩ_S Tᵀ, Z_T = s·Ĩ_T Tᵀ over B images × B texts:
 
         L = T²·[KL(softmax(Z_T/T) ‖ softmax(Z_S/T)) + KL(softmax(Z_Tᵀ/T) ‖ softmax(Z_Sᵀ/T))]   (mean over rows)
 
@@ -154,7 +154,7 @@ def gift_contrastive_distillation(student_img: torch.Tensor, teacher_img: torch.
 
 def gift_alignment_loss(student_img: torch.Tensor, text: torch.Tensor, class_ids: torch.Tensor,
                         logit_scale: float, label_smoothing: float = 0.0) -> torch.Tensor:
-    """GIFT L_ita = CE(Z, Y_ε) + CE(Zᵀ, Y_ε), Z = s·I Tᵀ over B images × B texts (METHOD §11).
+    """GIFT L_ita = CE(Z, Y_ε) + CE(Zᵀ, Y_ε), Z = s·I Tᵀ over B images × B texts (docs/baselines.md#gift).
 
     Y_ij = 1[c_i = c_j] row-normalised (same-class pairs share target mass; symmetric before
     normalisation, so the same Y serves both directions). As GIFT's code, the targets are smoothed by
@@ -167,7 +167,7 @@ def gift_alignment_loss(student_img: torch.Tensor, text: torch.Tensor, class_ids
             + F.cross_entropy(z.T, y, label_smoothing=label_smoothing))
 
 
-# ----- Poincaré ball of curvature −c (LatHAdapter-style hierarchy; METHOD §11) -----
+# ----- Poincaré ball of curvature −c (LatHAdapter-style hierarchy; docs/baselines.md) -----
 
 _BALL_EPS = 1e-5  # float32 cannot resolve points closer to the boundary than this; stay strictly inside
 
@@ -237,7 +237,7 @@ def hierarchy_regularizer(class_pts: torch.Tensor, attr_pts: torch.Tensor, attr_
         L = mean_b d_c(img_b, class_{y_b}) + mean_a d_c(attr_a, class_{owner_a})
             + mean_b relu(‖class_{y_b}‖ − ‖img_b‖ + margin)       (classes nearer the origin than their images)
 
-    Our form: LatHAdapter's equations were not available (METHOD §11 gives only the abstract's description).
+    Our form: LatHAdapter's equations were not available (its abstract describes it in words only).
     Means over an empty set count as 0.
     """
     def mean(t: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Retrieval metrics exactly as METHOD §7.1 defines them, vectorised over queries.
+"""Retrieval metrics exactly as the reference code defines them (docs/method.md#metrics), vectorised.
 
 rel[q, r-1] ∈ {0,1} for ranks r = 1..k of q's neighbour list (q itself already removed);
 n_q = number of items in the index relevant to q (q itself excluded when queries = index).
@@ -8,6 +8,13 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+
+MAP_AT_R = "map@r"
+
+
+def at(metric: str, rank: int) -> str:
+    """The key of a metric at a rank in every result (`at("map", 20)` → "map@20"): the one place it is built."""
+    return f"{metric}@{rank}"
 
 
 def _codes(labels: np.ndarray, domains: np.ndarray | None) -> np.ndarray:
@@ -91,9 +98,9 @@ def ranking_metrics(rel: np.ndarray, n_pos: np.ndarray, ks: Sequence[int] = (1, 
         pq = per_query_metrics(rel, n_pos, k)
         out["top_1"] = float(pq["top_1"].mean())
         for name in ("mmp", "map", "recall"):
-            out[f"{name}@{k}"] = float(pq[name].mean())
+            out[at(name, k)] = float(pq[name].mean())
     if with_map_at_r:
-        out["map@r"] = float(map_at_r(rel, n_pos).mean())
+        out[MAP_AT_R] = float(map_at_r(rel, n_pos).mean())
     return out
 
 
@@ -126,9 +133,9 @@ def image_text_recall(image_emb: np.ndarray, text_emb: np.ndarray, text_image_id
     image_ids, text_image_ids = np.arange(len(image_emb)), np.asarray(text_image_ids)
     i2t = _best_positive_rank(image_emb, text_emb, image_ids, text_image_ids, chunk_size)
     t2i = _best_positive_rank(text_emb, image_emb, text_image_ids, image_ids, chunk_size)
-    out = {f"i2t_r@{k}": float((i2t < k).mean()) for k in ks}
-    out.update({f"t2i_r@{k}": float((t2i < k).mean()) for k in ks})
-    out["mean_r@1"] = float(((i2t < 1).mean() + (t2i < 1).mean()) / 2)
+    out = {at("i2t_r", k): float((i2t < k).mean()) for k in ks}
+    out.update({at("t2i_r", k): float((t2i < k).mean()) for k in ks})
+    out[at("mean_r", 1)] = float(((i2t < 1).mean() + (t2i < 1).mean()) / 2)
     return out
 
 

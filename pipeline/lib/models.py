@@ -79,6 +79,22 @@ def create_embedded_clip(model_cfg: dict) -> nn.Module:
     return model
 
 
+LOCAL_DIR = "local-dir:"  # open_clip's prefix for a model saved as a folder
+
+
+def local_dir(model: str) -> Path | None:
+    """The folder of a `local-dir:` model name, None for any other name."""
+    return Path(model.removeprefix(LOCAL_DIR)) if model.startswith(LOCAL_DIR) else None
+
+
+def local_dir_config(folder: Path) -> dict[str, Any]:
+    """The `model_cfg` of an open_clip model folder (its open_clip_config.json)."""
+    cfg_file = folder / "open_clip_config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"no open_clip_config.json in model folder {folder}")
+    return json.loads(cfg_file.read_text())["model_cfg"]
+
+
 def load_clip(model: str, pretrained: str | None = None) -> nn.Module:
     """Load an open_clip model: a built-in name + tag/checkpoint file, 'hf-hub:...' or 'local-dir:...'.
 
@@ -87,12 +103,9 @@ def load_clip(model: str, pretrained: str | None = None) -> nn.Module:
     import open_clip
 
     kwargs: dict[str, Any] = {}
-    if model.startswith("local-dir:"):
-        folder = Path(model.removeprefix("local-dir:"))
-        cfg_file = folder / "open_clip_config.json"
-        if not cfg_file.is_file():
-            raise FileNotFoundError(f"no open_clip_config.json in model folder {folder}")
-        text_cfg = json.loads(cfg_file.read_text())["model_cfg"].get("text_cfg", {})
+    folder = local_dir(model)
+    if folder is not None:
+        text_cfg = local_dir_config(folder).get("text_cfg", {})
         if text_cfg.get("hf_model_name") == MINILM:
             kwargs["text_cfg"] = _resolve_text_cfg(text_cfg, load_pretrained_text=False)
     elif pretrained and not os.path.isfile(pretrained) and os.environ.get("HF_HUB_OFFLINE") == "1":
@@ -120,15 +133,12 @@ def load_visual(model: str, pretrained: str | None = None) -> nn.Module:
     weights are read: the embedded teacher's MiniLM (and `transformers`) then never loads, which
     saves seconds in each of the stages that run per method. Other models load whole.
     """
-    if not model.startswith("local-dir:"):
+    folder = local_dir(model)
+    if folder is None:
         return load_clip(model, pretrained).visual
     from open_clip.model import _build_vision_tower
 
-    folder = Path(model.removeprefix("local-dir:"))
-    cfg_file = folder / "open_clip_config.json"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"no open_clip_config.json in model folder {folder}")
-    model_cfg = json.loads(cfg_file.read_text())["model_cfg"]
+    model_cfg = local_dir_config(folder)
     visual = _build_vision_tower(model_cfg["embed_dim"], model_cfg["vision_cfg"],
                                  quick_gelu=model_cfg.get("quick_gelu", False))
     weights_file = folder / "open_clip_model.safetensors"
@@ -145,9 +155,9 @@ def tokenizer_for(model_name: str) -> Any:
     """open_clip tokenizer matching a model spec (resolving the embedded MiniLM name)."""
     import open_clip
 
-    if model_name.startswith("local-dir:"):
-        cfg = json.loads((Path(model_name.removeprefix("local-dir:")) / "open_clip_config.json").read_text())
-        text_cfg = cfg["model_cfg"]["text_cfg"]
+    folder = local_dir(model_name)
+    if folder is not None:
+        text_cfg = local_dir_config(folder)["text_cfg"]
         if text_cfg.get("hf_tokenizer_name") == MINILM:
             return open_clip.tokenizer.HFTokenizer(minilm_path(), context_length=text_cfg.get("context_length", 32))
     return open_clip.get_tokenizer(model_name)
@@ -169,7 +179,7 @@ def image_size_of(model: nn.Module) -> int:
 
 
 def embed_images(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """L2-normalised pooled output of the vision tower: the embedding used everywhere (METHOD §1)."""
+    """L2-normalised pooled output of the vision tower: the embedding used everywhere (docs/method.md)."""
     return F.normalize(visual(images).float(), dim=-1, eps=1e-12)
 
 

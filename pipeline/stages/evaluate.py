@@ -1,8 +1,8 @@
 """Stage `evaluate <method>`: every metric of one method's encoder on the evaluation sets.
 
 - image→image kNN (in-domain and out-of-domain sets) through the `index` stage's FAISS indices:
-  top-1, mMP@k, mAP@k, MAP@R, recall@k (METHOD §7.1);
-- image↔text recall@1/5/10 against the frozen text tower's caption embeddings (METHOD §7.2);
+  top-1, mMP@k, mAP@k, MAP@R, recall@k (docs/method.md#metrics);
+- image↔text recall@1/5/10 against the frozen text tower's caption embeddings (docs/method.md#metrics);
 - zero-shot accuracy against class-prompt embeddings.
 Writes `data/eval/<method>.json` with the checkpoint-selection criterion logged next to them.
 `all_metrics` is the same evaluation over embeddings held in memory (the `wiseft` stage).
@@ -19,6 +19,7 @@ from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import Params, load_params
 from pipeline.lib.evaluation import image_text, knn_retrieval, merged_knn_retrieval, zero_shot
+from pipeline.lib.metrics import at
 from pipeline.lib.retrieval import positional
 from pipeline.stages.common import EmbeddingLoader, eval_sets, select_rows, set_kind, stored_embeddings
 
@@ -43,7 +44,7 @@ def image_image(params: Params, load: EmbeddingLoader, label: str, indices: Inde
             index = positional(stored, q_ids) if stored is not None else None
             m = knn_retrieval(q_emb, q_labels, params.eval.k, params.eval.ks, index=index)
         out[name] = {"domain": domain, "kind": set_kind(params, cfg), **m}
-        print(f"[evaluate {label}] {name:>10} ({domain}): mAP@{params.eval.k} {100 * m[f'map@{params.eval.k}']:.2f}"
+        print(f"[evaluate {label}] {name:>10} ({domain}): mAP@{params.eval.k} {100 * m[at('map', params.eval.k)]:.2f}"
               f"  top-1 {100 * m['top_1']:.2f}")
     return out
 
@@ -58,7 +59,7 @@ def merged(params: Params, load: EmbeddingLoader, label: str) -> dict:
         sets[name] = (emb, labels)
     out = merged_knn_retrieval(sets, params.eval.k, params.eval.ks) if len(sets) > 1 else {}
     for name, m in out.items():
-        print(f"[evaluate {label}] {name:>10} (merged): mAP@{params.eval.k} {100 * m[f'map@{params.eval.k}']:.2f}")
+        print(f"[evaluate {label}] {name:>10} (merged): mAP@{params.eval.k} {100 * m[at('map', params.eval.k)]:.2f}")
     return out
 
 
@@ -70,8 +71,8 @@ def image_text_sets(params: Params, load: EmbeddingLoader, label: str) -> dict:
         row_of_id = {int(i): r for r, i in enumerate(ids)}
         text_image = np.array([row_of_id[int(i)] for i in txt["id"].to_list()])
         out[name] = {"kind": set_kind(params, cfg), **image_text(img_emb, txt_emb, text_image, params.eval.text_ks)}
-        print(f"[evaluate {label}] {name:>10} image-text: I→T R@1 {100 * out[name]['i2t_r@1']:.2f}"
-              f"  T→I R@1 {100 * out[name]['t2i_r@1']:.2f}")
+        print(f"[evaluate {label}] {name:>10} image-text: I→T R@1 {100 * out[name][at('i2t_r', 1)]:.2f}"
+              f"  T→I R@1 {100 * out[name][at('t2i_r', 1)]:.2f}")
     return out
 
 
