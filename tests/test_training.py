@@ -74,11 +74,11 @@ def test_every_lambda_field_has_a_registry_entry_and_vice_versa() -> None:
 @pytest.mark.parametrize("key", sorted(t.key for t in retention.TERMS if t.batches == retention.GENERIC))
 def test_a_generic_batch_term_makes_generic_batches_be_drawn(key: str) -> None:
     cfg = FinetuneCfg(**{key: 1.0})
-    assert retention.draws_generic_batches(cfg) and step_plan(dataclasses.replace(cfg, steps=1)) == ["target", "generic"]
+    assert retention.draws_generic_batches(cfg) and step_plan(dataclasses.replace(cfg, steps=1)) == ["joint"]
+    assert step_plan(dataclasses.replace(cfg, steps=1, schedule="round_robin")) == ["target", "generic"]
     assert retention.BY_KEY[key] in retention.terms_on(cfg, retention.GENERIC)
     assert retention.BY_KEY[key] not in retention.terms_on(cfg, retention.TARGET)
-    # ... and one left on a schedule that never draws them is refused, not silently skipped
-    with pytest.raises(ConfigError, match=key):
+    with pytest.raises(ConfigError, match="schedule"):  # the schedule of before is gone, by name
         validate_recipe(dataclasses.replace(cfg, schedule="target_only"), "methods.m")
 
 
@@ -107,13 +107,12 @@ def test_methods_using_generic_labels_or_prompts_are_named() -> None:
 
 
 @pytest.mark.parametrize("cfg, expected", [
-    (FinetuneCfg(steps=2, lambda_distill=1.0), ["target", "generic", "target", "generic"]),
-    (FinetuneCfg(steps=2, lambda_weights=1.0), ["target", "generic", "target", "generic"]),  # R_w alone: as reference
-    (FinetuneCfg(steps=1, lambda_ewc=1.0), ["target", "generic"]),  # EWC alone: regulariser on generic steps too
-    (FinetuneCfg(steps=2, schedule="target_only"), ["target", "target"]),  # naive
-    (FinetuneCfg(steps=1, lambda_lwf=1.0, schedule="target_only"), ["target"]),  # canonical LwF: target images
+    (FinetuneCfg(steps=2, lambda_distill=1.0), ["joint", "joint"]),   # every method: one step per target batch
+    (FinetuneCfg(steps=2), ["joint", "joint"]),                       # naive too
+    (FinetuneCfg(steps=2, lambda_distill=1.0, schedule="round_robin"), ["target", "generic", "target", "generic"]),
+    (FinetuneCfg(steps=2, schedule="round_robin"), ["target", "generic", "target", "generic"]),  # zero-loss steps
     (FinetuneCfg(steps=2, kind="pretrained"), []),
-    (FinetuneCfg(steps=2, lp_max_steps=50, schedule="target_only"), ["target", "target"]),  # probe runs before
+    (FinetuneCfg(steps=2, lp_max_steps=50), ["joint", "joint"]),      # the probe runs before, outside the plan
 ])
 def test_step_plan(cfg: FinetuneCfg, expected: list[str]) -> None:
     assert step_plan(cfg) == expected
@@ -143,12 +142,32 @@ def test_target_step_moves_the_tower_and_the_generic_step_uses_teacher_targets()
 
 
 def test_regulariser_only_generic_steps_pull_toward_theta0_without_images() -> None:
-    t = make(lambda_weights=10.0, lr_backbone=1e-3)
+    t = make(lambda_weights=10.0, lr_backbone=1e-3, schedule="round_robin")
     move(t)  # away from θ0 with fresh AdamW moments: the step's only gradient is R_w's
     drift = term(t, "lambda_weights")
     logs = t.generic_step(None, None, step=1)  # R_w alone: nothing of the generic batch is needed
     assert logs == {"reg_weights": pytest.approx(drift)} and term(t, "lambda_weights") < drift
-    assert make(schedule="target_only").generic_step(None, None, step=1) == {}  # nothing to do: a no-op
+
+
+def test_a_zero_loss_round_robin_step_still_moves_the_weights_along_the_moments() -> None:
+    """The reference's naive baseline under optax: a replay step without a loss is an AdamW step on zero
+    gradients; after a target step its moments carry every tensor (the head too) further."""
+    t = make(schedule="round_robin", lr_backbone=1e-3)
+    t.target_step(batch(), LABELS, step=0)
+    before = copy.deepcopy(t.visual.state_dict()), t.classifier.weight.detach().clone()
+    assert t.generic_step(None, None, step=1) == {}
+    assert any(not torch.equal(before[0][k], v) for k, v in t.visual.state_dict().items())
+    assert not torch.equal(before[1], t.classifier.weight)
+
+
+def test_a_joint_step_takes_both_batches_in_one_optimizer_step() -> None:
+    t = tuner()
+    targets = F.normalize(torch.randn(8, 24), dim=-1)
+    logs = t.joint_step(batch(), LABELS, (batch(seed=2), targets, None), step=0)
+    assert {"loss_cls", "loss_distill", "reg_weights"} <= set(logs) and logs["loss_distill"] > 0
+    assert t.optimizer.state[t.classifier.weight]["step"] == 1  # one AdamW step for the two batches
+    naive = make()
+    assert set(naive.joint_step(batch(), LABELS, None, step=0)) == {"loss_cls"}  # no replay batch drawn
 
 
 def test_steps_are_deterministic_given_seed_and_step() -> None:
@@ -178,7 +197,7 @@ def kl(p_logits: torch.Tensor, q_logits: torch.Tensor, tau: float) -> float:
 
 
 def test_lwf_distils_the_old_models_zero_shot_logits_on_the_target_images() -> None:
-    t = make(teacher=True, lambda_lwf=1.0, schedule="target_only", lr_backbone=1e-2)
+    t = make(teacher=True, lambda_lwf=1.0, lr_backbone=1e-2, schedule="round_robin")
     assert t.target_step(batch(), LABELS, step=0)["loss_lwf"] == pytest.approx(0.0, abs=1e-6)  # θ = θ0
     for step in range(1, 4):
         t.target_step(batch(seed=step), LABELS, step)
@@ -281,7 +300,7 @@ def test_plateau_rule() -> None:
 
 
 def test_linear_probe_trains_the_head_only_until_the_loss_plateaus() -> None:
-    t = make(lp_max_steps=2000, lp_patience=10, lp_tol=1e-3, lr_head=0.05, schedule="target_only")
+    t = make(lp_max_steps=2000, lp_patience=10, lp_tol=1e-3, lp_lr=0.05)
     before = copy.deepcopy(t.visual.state_dict())
     emb = F.normalize(torch.randn(40, 24, generator=torch.Generator().manual_seed(4)), dim=-1)
     labels = torch.arange(5).repeat(8)
@@ -291,7 +310,7 @@ def test_linear_probe_trains_the_head_only_until_the_loss_plateaus() -> None:
     final = losses.margin_softmax_loss(t.classifier(emb), labels, scale=16.0).item()
     assert final == pytest.approx(probe["probe_loss"], rel=0.05)
     # one more probe from there barely moves the loss: it converged rather than stopped early
-    again = make(lp_max_steps=10, lp_patience=10, lr_head=0.05, schedule="target_only")
+    again = make(lp_max_steps=10, lp_patience=10, lp_lr=0.05)
     again.classifier.load_state_dict(t.classifier.state_dict())
     assert again.fit_probe(emb, labels)["probe_loss"] > final * (1 - 5e-3)
 
@@ -312,7 +331,7 @@ def test_validation_points(steps: int, validations: int, expected: list[int] | N
 
 
 def test_selection_never_returns_theta0_even_when_every_update_hurts() -> None:
-    t = make(lr_backbone=0.5, lr_head=0.5, schedule="target_only", steps=6)
+    t = make(lr_backbone=0.5, steps=6)
     theta0 = copy.deepcopy(t.vision_weights())
 
     def validate() -> dict[str, float]:  # every update makes validation worse: score = −‖θ − θ0‖
@@ -347,7 +366,7 @@ def test_wise_ft_interpolation_hits_both_endpoints_exactly() -> None:
 # ----------------------------------------------------------------------------- LoRA (peft)
 def test_lora_starts_at_theta0_trains_only_low_rank_updates_and_merges_exactly() -> None:
     theta0 = tower().state_dict()
-    t = make(lora_rank=2, lr_backbone=1e-2, schedule="target_only")
+    t = make(lora_rank=2, lr_backbone=1e-2)
     assert all(torch.equal(t.vision_weights()[k], theta0[k]) for k in theta0)  # B = 0: exactly θ0
     trainable = sum(p.numel() for p in t.optimizer.param_groups[0]["params"])
     assert trainable < sum(v.numel() for v in theta0.values()) / 4

@@ -77,6 +77,10 @@ class EvalSetCfg:
     split: str = "test"
     subset: Optional[str] = None  # keep only rows of this `subset` (e.g. the animals of the web set)
     index_split: Optional[str] = None  # separate gallery split (InShop style); None = query vs itself
+    # near | far for a set of a dataset other than the target and the replay dataset: near when the
+    # replay covers its kind of images but not its classes (Cars to ImageNet), far otherwise (default).
+    # Sets of the target and replay datasets get their kind from the roles (pipeline.stages.common.set_kind)
+    kind: Optional[str] = None
 
 
 @dataclass
@@ -124,10 +128,17 @@ class FeaturesCfg:
 
 
 @dataclass
+class KnobCfg:
+    """One knob's starting values and the ratio by which an edge extends (docs/protocol.md#tuning)."""
+    values: list[float] = field(default_factory=list)
+    step: float = 10.0
+
+
+@dataclass
 class TuningCfg:
-    """One method's main knob and the grid it is tuned over (`python -m pipeline tune`)."""
-    key: str = MISSING            # a key of the method's fine-tuning recipe, e.g. lr_backbone or lambda_distill
-    grid: list[float] = field(default_factory=list)
+    """A method's knobs (keys of its fine-tuning recipe: the LR, or a regulariser's λ with 0 in its grid)
+    and their grids (`python -m pipeline tune`)."""
+    knobs: dict[str, KnobCfg] = field(default_factory=dict)
 
 
 @dataclass

@@ -7,10 +7,10 @@ from pipeline.config.keys import ConfigError, suggestion, unknown_key
 from pipeline.config.methods import recipes
 from pipeline.config.schema import DatasetCfg, FewShotSettings, FinetuneCfg, Params, VERIFY_MODES
 from pipeline.lib import retention
-from pipeline.lib.recipes import FEWSHOT_METHODS
+from pipeline.lib.recipes import FEWSHOT_METHODS, SUITE_WIDE
 from pipeline.sources.registry import SOURCES
 
-MIN_VALIDATIONS = 5  # finetune.validations: fewer points make checkpoint selection a coin toss
+MIN_VALIDATIONS = 20  # finetune.validations: with fewer, selection is nearly always the last point
 
 
 def _require(ok: bool, key: str, message: str) -> None:
@@ -35,7 +35,7 @@ def validate_recipe(cfg: FinetuneCfg, prefix: str) -> None:
              "a fine-tuning run needs >= 1 step (its checkpoints are taken after updates, never θ0)")
     _positive(cfg.batch_size, f"{prefix}.batch_size")
     _positive(cfg.lr_backbone, f"{prefix}.lr_backbone", allow_zero=True)
-    _positive(cfg.lr_head, f"{prefix}.lr_head", allow_zero=True)
+    _positive(cfg.head_lr_ratio, f"{prefix}.head_lr_ratio")
     _positive(cfg.weight_decay, f"{prefix}.weight_decay", allow_zero=True)
     _one_of(cfg.classifier, ("normface", "arcface", "cosface"), f"{prefix}.classifier")
     _positive(cfg.scale, f"{prefix}.scale")
@@ -51,10 +51,11 @@ def validate_recipe(cfg: FinetuneCfg, prefix: str) -> None:
     _positive(cfg.lp_max_steps, f"{prefix}.lp_max_steps", allow_zero=True)
     _positive(cfg.lp_patience, f"{prefix}.lp_patience")
     _positive(cfg.lp_tol, f"{prefix}.lp_tol")
+    _positive(cfg.lp_lr, f"{prefix}.lp_lr")
     _positive(cfg.lora_rank, f"{prefix}.lora_rank", allow_zero=True)
     _positive(cfg.lora_alpha, f"{prefix}.lora_alpha")
     _one_of(cfg.teacher_targets, ("precomputed", "online"), f"{prefix}.teacher_targets")
-    _one_of(cfg.schedule, ("round_robin", "target_only"), f"{prefix}.schedule")
+    _one_of(cfg.schedule, ("joint", "round_robin"), f"{prefix}.schedule")
     _require(cfg.validations >= MIN_VALIDATIONS, f"{prefix}.validations",
              f"must be >= {MIN_VALIDATIONS} (checkpoint selection needs points spread over the run), "
              f"got {cfg.validations}")
@@ -110,27 +111,42 @@ def _validate_fewshot(params: Params) -> None:
 
 
 def _validate_tuning(params: Params) -> None:
-    """Each grid tunes a numeric key of a known method and holds the value the method is configured with."""
+    """Each grid tunes numeric keys of a known method, over at least two distinct values each; a
+    regulariser's grid (a λ key) holds 0, so 'no regularisation' competes on the same terms."""
     numeric = {f.name for f in dataclasses.fields(FinetuneCfg) if f.type in ("int", "float", int, float)}
+    suite_wide = set(SUITE_WIDE)
     for method, entry in params.tuning.items():
         key = f"tuning.{method}"
         _require(method in params.methods, key, f"'{method}' is not a key of methods {sorted(params.methods)}")
-        _require(entry.key in numeric, f"{key}.key", f"'{entry.key}' is not a numeric fine-tuning key")
-        _require(len(entry.grid) >= 2 and len(set(entry.grid)) == len(entry.grid), f"{key}.grid",
-                 f"needs at least two distinct values, got {entry.grid}")
-        value = getattr(recipes(params)[method], entry.key)
-        _require(any(abs(value - v) <= 1e-12 * max(1.0, abs(v)) for v in entry.grid), f"{key}.grid",
-                 f"the configured methods.{method}.{entry.key} = {value:g} is not one of the grid {entry.grid}")
+        _require(bool(entry.knobs), f"{key}.knobs", "at least one knob")
+        for name, knob in entry.knobs.items():
+            where = f"{key}.knobs.{name}"
+            _require(name in numeric and name not in suite_wide, where,
+                     f"'{name}' is not a numeric fine-tuning key a method may set")
+            _require(len(knob.values) >= 2 and len(set(knob.values)) == len(knob.values), f"{where}.values",
+                     f"needs at least two distinct values, got {knob.values}")
+            _require(all(v >= 0 for v in knob.values), f"{where}.values", "values must be >= 0")
+            _require(not name.startswith("lambda_") or 0 in knob.values, f"{where}.values",
+                     "a regulariser's grid holds λ = 0 (no regularisation competes on the same terms)")
+            _require(knob.step > 1, f"{where}.step", f"must be > 1, got {knob.step}")
 
 
 def _validate_world(params: Params) -> None:
-    """The replay subsets are subsets of the replay dataset."""
+    """The replay subsets are subsets of the replay dataset; a declared set kind is near or far, and only
+    on a dataset that is neither the target nor the replay dataset (their sets' kinds follow the roles)."""
     generic = params.datasets[params.roles.generic]
     if params.roles.generic_subsets is not None:
         _require(bool(params.roles.generic_subsets), "roles.generic_subsets", "must name at least one subset (or be null)")
         if generic.source == "embedded_web":
             missing = sorted(set(params.roles.generic_subsets) - set(generic.subsets))
             _require(not missing, "roles.generic_subsets", f"{missing} are not subsets of datasets.{params.roles.generic}")
+    for group in ("in_domain", "out_of_domain", "image_text", "zero_shot"):
+        for name, es in getattr(params.eval, group).items():
+            key = f"eval.{group}.{name}.kind"
+            if es.kind is not None:
+                _one_of(es.kind, ("near", "far"), key)
+                _require(es.dataset not in (params.roles.target, params.roles.generic), key,
+                         "the kind of a set of the target or replay dataset follows the roles: remove it")
 
 
 def _validate_resources(params: Params) -> None:
@@ -185,6 +201,10 @@ def _validate_methods(params: Params) -> None:
                  "method names are letters, digits and '_' (they name stages and folders)")
     for method, cfg in recipes(params).items():
         validate_recipe(cfg, f"methods.{method}")
+        for key in SUITE_WIDE:
+            _require(key not in (params.methods[method] or {}), f"methods.{method}.{key}",
+                     f"every method of a suite shares finetune.{key} (the same target batches and optimizer "
+                     f"steps for all): set it under finetune, not per method")
     _validate_tuning(params)
     _require(params.wise_ft.base in params.methods, "wise_ft.base",
              f"'{params.wise_ft.base}' is not a key of methods {sorted(params.methods)}")

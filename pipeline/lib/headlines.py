@@ -40,17 +40,27 @@ class Headline:
                 and (self.kinds is None or m.get("kind") in self.kinds)]
 
 
-_II, _TEXT = ("image_image", "map", "k"), ("image_text", "mean_r", 1)  # group, metric, rank
+_II, _TEXT, _ZS = ("image_image", "map", "k"), ("image_text", "mean_r", 1), ("zero_shot", "accuracy")
+_UNSEEN = ("near", "far")
 HEADLINES: dict[str, Headline] = {h.name: h for h in (
     Headline("in_domain", "in-domain", "In-domain image-image", *_II, domain="in"),
     Headline("ood_replay", "OOD replay", "Replay-domain image-image", *_II, domain="out", kinds=("replay",)),
-    Headline("ood_unseen", "OOD unseen", "Unseen-domain image-image", *_II, domain="out", kinds=("unseen",)),
+    Headline("ood_near", "OOD near", "Near-unseen image-image", *_II, domain="out", kinds=("near",)),
+    Headline("ood_far", "OOD far", "Far-unseen image-image", *_II, domain="out", kinds=("far",)),
+    Headline("ood_unseen", "OOD unseen", "Unseen-domain image-image (near and far)", *_II, domain="out",
+             kinds=_UNSEEN),
     Headline("ood_image_image", "OOD image-image", "Out-of-domain image-image (all)", *_II, domain="out"),
     Headline("ood_image_text_replay", "text replay", "Replay-domain image-text", *_TEXT, kinds=("replay",)),
-    Headline("ood_image_text_unseen", "text unseen", "Unseen-domain image-text", *_TEXT, kinds=("unseen",)),
+    Headline("ood_image_text_near", "text near", "Near-unseen image-text", *_TEXT, kinds=("near",)),
+    Headline("ood_image_text_far", "text far", "Far-unseen image-text", *_TEXT, kinds=("far",)),
+    Headline("ood_image_text_unseen", "text unseen", "Unseen-domain image-text (near and far)", *_TEXT,
+             kinds=_UNSEEN),
     Headline("ood_image_text", "OOD image-text", "Out-of-domain image-text (all)", *_TEXT),
-    Headline("zero_shot", "zero-shot", "Zero-shot accuracy", "zero_shot", "accuracy"),
+    Headline("zero_shot_near", "zero-shot near", "Zero-shot accuracy, near-unseen classes", *_ZS, kinds=("near",)),
+    Headline("zero_shot_far", "zero-shot far", "Zero-shot accuracy, far-unseen classes", *_ZS, kinds=("far",)),
+    Headline("zero_shot", "zero-shot", "Zero-shot accuracy", *_ZS),
 )}
+IMAGE_IMAGE_METRICS = ("top_1", "map@k", "map@r")  # the image-image headlines are also given at these
 
 
 def register(headline: Headline) -> None:
@@ -58,11 +68,15 @@ def register(headline: Headline) -> None:
     HEADLINES[headline.name] = headline
 
 
-def headline_values(result: dict[str, Any], k: int) -> dict[str, float]:
-    """The headline numbers of one evaluation (absolute, in points), in declaration order."""
+def headline_values(result: dict[str, Any], k: int, image_image_metric: str | None = None) -> dict[str, float]:
+    """The headline numbers of one evaluation (absolute, in points), in declaration order; with
+    `image_image_metric` ("top_1", "map@r", ...), the image-image headlines use that metric instead."""
     out = {}
     for h in HEADLINES.values():
-        values = [100 * m[h.key(k)] for m in h.sets(result)]
+        if image_image_metric is not None and h.group != "image_image":
+            continue
+        key = h.key(k) if image_image_metric in (None, "map@k") else image_image_metric
+        values = [100 * m[key] for m in h.sets(result)]
         if values:
             out[h.name] = float(np.mean(values))
     return out

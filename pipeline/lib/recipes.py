@@ -19,10 +19,10 @@ class FinetuneCfg:
     """Shared fine-tuning recipe; `methods.<name>` overrides any of these keys."""
     kind: str = "finetune"        # finetune | pretrained (no training: the teacher itself)
     seed: int = 0                 # classifier init, batch order, augmentations (teacher keeps `seed`)
-    steps: int = 300              # target-domain steps
+    steps: int = 300              # target batches, one per round (the same for every method of a suite)
     batch_size: int = 128
     lr_backbone: float = 1e-4
-    lr_head: float = 1e-2
+    head_lr_ratio: float = 100.0  # classifier LR = ratio × lr_backbone (the reference: 1e-3 / 1e-5)
     weight_decay: float = 1e-6
     train_resize: int = 36        # train view: resize to this square, random crop image_size, flip
     hflip: bool = False
@@ -45,15 +45,23 @@ class FinetuneCfg:
     lambda_awc: float = 0.0       # every batch: GIFT's AWC Σ F̂(θ−θ0)², F̂ = (∇L_gift)² / per-tensor mean (GIFT: 1)
     # LP-FT: first the head alone on the frozen encoder's features, to convergence, then full fine-tuning
     lp_max_steps: int = 0         # > 0: LP-FT; full-batch probe steps at most
+    lp_lr: float = 1e-2           # the probe's AdamW LR (the head alone, on fixed features)
     lp_patience: int = 20         # the probe stops when its loss fell by < lp_tol (relative) over this many steps
     lp_tol: float = 1e-3
     lora_rank: int = 0            # > 0: train LoRA updates of rank r on attention/MLP weights (θ0 frozen)
     lora_alpha: float = 16.0      # LoRA scale α (the update is (α/r)·B·A)
     teacher_targets: str = "precomputed"  # precomputed (eval view, as the reference) | online
-    schedule: str = "round_robin"  # round_robin | target_only
-    validations: int = 5          # validation points: after target step 1, then spread evenly to the last step
+    # joint: each optimizer step takes one target batch and, for a recipe with replay-batch terms, one
+    # replay batch (losses summed). round_robin: the reference's alternation of single-domain steps,
+    # 2 × steps optimizer steps; a replay step with no loss is an AdamW step on zero gradients, which
+    # still moves the weights along the moments (the reference's naive baseline under optax).
+    schedule: str = "joint"       # joint | round_robin (one for the whole suite)
+    validations: int = 20         # validation points: after target step 1, then spread evenly to the last step
     select_on: str = "all"        # all | in-domain | last
     checkpoint_every: int = 50
+
+
+SUITE_WIDE = ("schedule", "steps", "batch_size", "seed")  # every method of a suite shares these (equal terms)
 
 
 class RecipeError(ValueError):

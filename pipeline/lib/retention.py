@@ -8,10 +8,9 @@ function computes it. Adding a method that is a new loss term is one entry here,
 
 Batches (`Term.batches`):
   target   the fine-grained batches only (canonical LwF: the old model's logits on the new task's images)
-  generic  the generic batches of the round-robin schedule (their images are drawn only when such a term is on)
-  every    every batch of the schedule (the weight-space pulls to θ0): on target batches, and on generic
-           batches also when no generic-batch loss exists, so a regulariser gets as many updates as in the
-           reference's round-robin
+  generic  the replay batches (their images are drawn only when such a term is on): in the joint schedule
+           one per step beside the target batch, in the reference's round-robin every other step
+  every    once per optimizer step (the weight-space pulls to θ0), whatever the batches of that step
 
 Inputs (`Term.inputs`), read by the `finetune` stage to load only what the active terms need:
   teacher_embedding  the teacher's embedding of each generic image (precomputed eval view, or the frozen
@@ -109,7 +108,7 @@ def terms_on(cfg: Any, domain: str) -> list[Term]:
 
 def draws_generic_batches(cfg: Any) -> bool:
     """Generic images are drawn (and embedded) only when a generic-batch term uses them."""
-    return cfg.schedule == "round_robin" and any(t.batches == GENERIC for t in active(cfg))
+    return any(t.batches == GENERIC for t in active(cfg))
 
 
 def inputs(cfg: Any) -> set[str]:
@@ -159,7 +158,4 @@ def problems(cfg: Any) -> list[tuple[str, str]]:
         if ANCHORS in t.inputs and cfg.lora_rank > 0:
             out.append((t.key, "LoRA keeps θ0 frozen, so a pull to θ0 has nothing to pull: set it to 0 "
                                "(or lora_rank to 0)"))
-        if t.batches == GENERIC and cfg.schedule != "round_robin":
-            out.append((t.key, f"runs on generic batches, which schedule '{cfg.schedule}' never draws: "
-                               "use schedule: round_robin"))
     return out

@@ -57,12 +57,13 @@ def subset_seed(seed: int, subset: str) -> int:
 
 
 def web(name: str, cfg: Any) -> tuple[pl.DataFrame, dict]:
-    """The embedded "web" the teacher pretrains on: named subsets, each split as its options say.
-    Labels are made unique across subsets by offsetting each subset's labels by the classes of the
-    subsets before it."""
+    """The embedded "web" the teacher pretrains on: named subsets, each split as its options say, each
+    with its held-out categories as `<subset>_novel` when `novel_share` > 0. Labels are made unique
+    across subsets by offsetting each subset's labels by the classes of the subsets before it."""
     frames, offset = [], 0
     for subset, options in cfg.subsets.items():
         part = builders.build_web_subset(subset, dict(options), subset_seed(cfg.seed, subset))
-        frames.append(subset_frame(name, subset, part, label_offset=offset))
+        for piece, images in builders.split_novel(subset, part, dict(options)).items():
+            frames.append(subset_frame(name, piece, images, label_offset=offset))
         offset += len(part.images.class_names)
     return pl.concat(frames), {}

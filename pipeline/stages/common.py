@@ -15,6 +15,7 @@ import polars as pl
 from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import EvalSetCfg, Params
+from pipeline.lib.worlds.embedded.web import novel_of
 
 TEACHER_SPEC = "teacher.json"
 
@@ -36,13 +37,23 @@ def split_frame(params: Params, dataset: str, split: str, subset: str | list[str
     return frame
 
 
+def replay_subsets(params: Params) -> list[str] | None:
+    """The subsets of `roles.generic` that are the replay domain: `roles.generic_subsets`, else every
+    configured subset of an embedded web (never a `<subset>_novel` part: held-out categories), else
+    None (every row of a real dataset)."""
+    if params.roles.generic_subsets is not None:
+        return list(params.roles.generic_subsets)
+    generic = params.datasets[params.roles.generic]
+    return list(generic.subsets) if generic.subsets else None
+
+
 def replay_frame(params: Params, split: str, columns: list[str] | None = None) -> pl.DataFrame:
-    """Rows of one split of the replay domain: `roles.generic`, restricted to `roles.generic_subsets`.
+    """Rows of one split of the replay domain: `roles.generic`, restricted to `replay_subsets`.
 
     Everything a fine-tuning method may read of generic data (distillation images and their teacher
     features, class labels and prompts, the selection split) comes through here.
     """
-    return split_frame(params, params.roles.generic, split, params.roles.generic_subsets, columns)
+    return split_frame(params, params.roles.generic, split, replay_subsets(params), columns)
 
 
 def leading_share(frame: pl.DataFrame, fraction: float) -> pl.DataFrame:
@@ -69,21 +80,29 @@ def eval_sets(params: Params) -> dict[str, tuple[str, EvalSetCfg]]:
     return out
 
 
-def set_kind(params: Params, cfg: EvalSetCfg) -> str:
-    """What an evaluation set is to fine-tuning: 'target' (the target dataset), 'replay' (data of the
-    replay domain, which fine-tuning reads: `roles.generic` within `roles.generic_subsets`) or
-    'unseen' (a domain no fine-tuning loss, selection rule, label or prompt touches).
+SET_KINDS = ("target", "replay", "near", "far")
 
-    A set of the replay dataset that takes every subset while only some are replay counts as replay:
-    part of it was touched.
+
+def set_kind(params: Params, cfg: EvalSetCfg) -> str:
+    """What an evaluation set is to fine-tuning (docs/protocol.md):
+    - 'target': the target dataset;
+    - 'replay': data of the replay domain, which fine-tuning reads (`replay_subsets`); a set of the
+      replay dataset that takes every subset counts as replay (part of it was touched);
+    - 'near': held-out classes of a kind the replay covers: the `<subset>_novel` part of a replay
+      subset, or a set declared `kind: near`;
+    - 'far': a kind the replay never shows (any other set, unless declared near).
+    No fine-tuning loss, selection rule, label or prompt touches a near or far set.
     """
     roles = params.roles
     if cfg.dataset == roles.target:
         return "target"
-    if cfg.dataset == roles.generic and (roles.generic_subsets is None or cfg.subset is None
-                                         or cfg.subset in roles.generic_subsets):
-        return "replay"
-    return "unseen"
+    if cfg.dataset == roles.generic:
+        replay = replay_subsets(params)
+        if replay is None or cfg.subset is None or cfg.subset in replay:
+            return "replay"
+        if novel_of(cfg.subset) in replay:
+            return "near"
+    return cfg.kind or "far"
 
 
 def needed_splits(params: Params) -> list[tuple[str, str]]:

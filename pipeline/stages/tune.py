@@ -1,15 +1,16 @@
-"""`python -m pipeline tune [method ...]`: the same small grid for every method, chosen on validation.
+"""`python -m pipeline tune [method ...]`: every method's knobs by the one rule, on validation only.
 
-Each entry of `tuning:` in params.yaml (the suites under conf/suite/) names one method, its one main
-knob (a key of its fine-tuning recipe: the LR for naive / LP-FT / LoRA, the λ of a regulariser) and a
-grid of values. For every value the method is fine-tuned with the `finetune` stage's own loop, in this
-process, and the validation criterion of its selected checkpoint is recorded (`select_on: all`, the
-mean of target-val and replay-val mAP@k, whatever the method's own selection rule). The value with
-the highest criterion is the choice. Nothing here reads a test split.
+The rule (`pipeline.lib.tuning`, docs/protocol.md#tuning): the whole grid of `tuning.<method>.knobs`
+with the first fine-tuning seed; an edge choice extends its knob one step beyond (at most three
+rounds); the best two points rerun with seeds 1 and 2, and the best mean criterion is the choice. A
+point is a full fine-tune with the library's loop (`pipeline.lib.training.loop`), in this process, at
+`select_on: all` (the mean of target-val and replay-val mAP@k); nothing reads a test split.
 
-Writes reports/tuning.json (every value's criterion, the choice) and reports/tuning.md. Results are
-saved after each run, so a killed tune resumes where it stopped. The chosen values go into the
-suite file by hand; tests/test_tuning.py checks that the configured values are the recorded choices.
+Runs are kept by what they were computed from (the recipe, the data, the teacher): a run two methods
+share (λ = 0 is naive) is computed once, and a killed tune resumes where it stopped. Writes
+reports/tuning.json (every run, each method's final grid, extensions, finalists and choice) and
+reports/tuning.md. The choices go into the suite by hand; tests/test_tuning.py checks that the
+configured values are the recorded choices.
 """
 from __future__ import annotations
 
@@ -22,83 +23,96 @@ from typing import Any
 
 from pipeline import io as pio
 from pipeline import paths
-from pipeline.config import ConfigError, Params, load_params, method_config
+from pipeline.config import ConfigError, FinetuneCfg, Params, load_params, method_config
+from pipeline.lib.tuning import Knob, Outcome, Point, tune
 
 CRITERION = "all"  # every method is compared on the same validation criterion
+SEEDS = (0, 1, 2)
+LR_FIRST = "naive"  # the regularisers are tuned at naive's tuned learning rate
 
 
-def grid_configs(params: Params, method: str) -> list[tuple[float, Any]]:
-    """(value, recipe) for each grid value of one method: its recipe with the knob set to the value."""
-    entry = params.tuning[method]
-    base = method_config(params, method)
-    return [(value, dataclasses.replace(base, **{entry.key: type(getattr(base, entry.key))(value),
-                                                 "select_on": CRITERION}))
-            for value in entry.grid]
+def knobs(params: Params, method: str) -> list[Knob]:
+    return [Knob(key, list(k.values), k.step) for key, k in params.tuning[method].knobs.items()]
 
 
-def recipe_digest(params: Params, cfg: Any) -> str:
-    """What a recorded result was computed from: the recipe, the data, the teacher (a stale record is rerun)."""
+def recipe(params: Params, method: str, point: Point, seed: int) -> FinetuneCfg:
+    """The method's recipe with its knobs at `point`, the fine-tuning seed and the common criterion."""
+    values = {k.key: type(getattr(method_config(params, method), k.key))(v) for k, v in zip(knobs(params, method), point)}
+    return dataclasses.replace(method_config(params, method), **values, seed=params.finetune.seed + seed,
+                               select_on=CRITERION)
+
+
+def recipe_digest(params: Params, cfg: FinetuneCfg) -> str:
+    """What a recorded run was computed from: the recipe, the data, the teacher (a stale record is rerun)."""
     blob = {"cfg": dataclasses.asdict(cfg), "datasets": {k: dataclasses.asdict(v) for k, v in params.datasets.items()},
             "roles": dataclasses.asdict(params.roles), "teacher": dataclasses.asdict(params.teacher)}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def choose(results: dict[str, dict[str, float]]) -> str:
-    """The grid value (as recorded, a string) with the highest criterion; ties go to the first listed."""
-    return max(results, key=lambda v: (results[v]["criterion"], -list(results).index(v)))
-
-
-def tune_method(params: Params, method: str, state: dict[str, dict]) -> None:
-    """Fine-tune one method at every grid value not yet recorded for the same recipe, recording each
-    result in `state[method]` (and on disk) as soon as it is known."""
+def fine_tune_once(params: Params, cfg: FinetuneCfg, label: str) -> dict[str, Any]:
+    """One fine-tune with the library's loop, in this process: its selected checkpoint's criterion."""
     from pipeline.lib import distributed
     from pipeline.lib.training.loop import fine_tune
     from pipeline.stages.inputs import DiskResume, evaluation, load_inputs, run_key, runtime
 
-    entry = params.tuning[method]
-    old = state.get(method, {})
-    results = dict(old.get("results", {})) if old.get("key") == entry.key else {}
-    state[method] = record = {"key": entry.key, "grid": [f"{v:g}" for v in entry.grid], "results": results,
-                              "criterion": CRITERION}
-    for value, cfg in grid_configs(params, method):
-        tag, digest = f"{value:g}", recipe_digest(params, cfg)
-        if results.get(tag, {}).get("digest") == digest:
-            print(f"[tune {method}] {entry.key}={tag}: recorded, criterion {results[tag]['criterion']:.4f}")
-            continue
-        start = time.time()
-        ctx = distributed.setup(params.runtime.device)
-        run_name = f"tune/{method}/{entry.key}={tag}"
-        resume = DiskResume(run_name, run_key(params, run_name, cfg))
-        try:
-            best = fine_tune(load_inputs(params, cfg, ctx.device), cfg, runtime(params, ctx), evaluation(params),
-                             resume, label=f"tune {method}")["best"]
-        finally:
-            distributed.teardown(ctx)
-        resume.clear()  # finished: nothing left to resume
-        results[tag] = {"criterion": round(best["criterion"], 6), "val_target": round(best["target"], 6),
-                        "val_replay": round(best["generic"], 6), "step": best["step"],
-                        "seconds": round(time.time() - start, 1), "digest": digest}
-        print(f"[tune {method}] {entry.key}={tag}: criterion {best['criterion']:.4f} "
-              f"(val target {best['target']:.4f}, replay {best['generic']:.4f}, step {best['step']})")
-        write(params, state)  # after every run: a killed tune keeps what it finished
-    record["choice"] = choose({tag: results[tag] for tag in record["grid"]})
+    start = time.time()
+    ctx = distributed.setup(params.runtime.device)
+    resume = DiskResume(f"tune/{label}", run_key(params, label, cfg))
+    try:
+        best = fine_tune(load_inputs(params, cfg, ctx.device), cfg, runtime(params, ctx), evaluation(params),
+                         resume, label=f"tune {label}")["best"]
+    finally:
+        distributed.teardown(ctx)
+    resume.clear()  # finished: nothing left to resume
+    return {"criterion": round(best["criterion"], 6), "val_target": round(best["target"], 6),
+            "val_replay": round(best["generic"], 6), "step": best["step"], "seconds": round(time.time() - start, 1)}
 
 
-def write(params: Params, state: dict[str, dict]) -> None:
-    pio.write_json({"experiment": params.experiment, "methods": state}, paths.tuning())
+def tune_method(params: Params, method: str, state: dict[str, Any]) -> Outcome:
+    """The rule over one method's knobs; every run recorded in `state['runs']` (and on disk) when known."""
+    runs = state.setdefault("runs", {})
+
+    def run(point: Point, seed: int) -> float:
+        cfg = recipe(params, method, point, seed)
+        digest = recipe_digest(params, cfg)
+        if digest not in runs:
+            tag = ",".join(f"{k.key}={v:g}" for k, v in zip(knobs(params, method), point))
+            runs[digest] = {"method": method, "point": tag, "seed": cfg.seed,
+                            **fine_tune_once(params, cfg, f"{method}/{tag}/seed{cfg.seed}")}
+            write(params, state)  # after every run: a killed tune keeps what it finished
+        r = runs[digest]
+        print(f"[tune {method}] {r['point']} seed {r['seed']}: criterion {r['criterion']:.4f} "
+              f"(val target {r['val_target']:.4f}, replay {r['val_replay']:.4f}, step {r['step']})")
+        return r["criterion"]
+
+    return tune(knobs(params, method), run, SEEDS)
+
+
+def method_record(outcome: Outcome) -> dict[str, Any]:
+    keys = [k.key for k in outcome.knobs]
+    scores = [{"point": dict(zip(keys, p)), "seed": s, "criterion": c} for (p, s), c in outcome.scores.items()]
+    return {"key": keys, "grid": {k.key: k.values for k in outcome.knobs},
+            "chosen": dict(zip(keys, outcome.chosen)), "extensions": outcome.extensions,
+            "stopped": outcome.stopped, "runs": outcome.runs, "scores": scores, "criterion": CRITERION,
+            "finalists": [{"point": dict(zip(keys, p)), "mean_criterion": round(m, 6), "seeds": list(SEEDS)}
+                          for p, m in outcome.finalists.items()]}
+
+
+def write(params: Params, state: dict[str, Any]) -> None:
+    from pipeline.stages.tune_report import markdown
+
+    pio.write_json({"experiment": params.experiment, **state}, paths.tuning())
     with pio.atomic_path(paths.tuning_md()) as tmp:
-        tmp.write_text(markdown(state))
+        tmp.write_text(markdown(state.get("methods", {})))
 
 
-def markdown(methods: dict[str, dict]) -> str:
-    lines = ["# Tuning: one knob per method, the same grid size, chosen on validation", "",
-             f"Criterion: the selected checkpoint's mean of target-val and replay-val mAP@k (`select_on: {CRITERION}`).",
-             "", "| method | knob | grid: criterion ×100 | choice |", "|---|---|---|---|"]
-    for method, rec in methods.items():
-        cells = ", ".join(f"{v}: {100 * rec['results'][v]['criterion']:.2f}" if v in rec.get("results", {})
-                          else f"{v}: –" for v in rec.get("grid", []))
-        lines.append(f"| {method} | `{rec.get('key')}` | {cells} | {rec.get('choice', '–')} |")
-    return "\n".join(lines) + "\n"
+def check_learning_rate(params: Params, state: dict[str, Any], wanted: list[str]) -> None:
+    """The regularisers are tuned at naive's tuned LR: refuse to tune them at another one."""
+    chosen = state.get("methods", {}).get(LR_FIRST, {}).get("chosen", {}).get("lr_backbone")
+    others = [m for m in wanted if m != LR_FIRST and "lr_backbone" not in params.tuning[m].knobs]
+    if others and chosen is not None and abs(chosen - params.finetune.lr_backbone) > 1e-12:
+        raise ConfigError(f"finetune.lr_backbone: {params.finetune.lr_backbone:g}, but tuning chose {chosen:g} for "
+                          f"{LR_FIRST}: set finetune.lr_backbone to {chosen:g} before tuning {', '.join(others)}")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -108,11 +122,12 @@ def main(args: argparse.Namespace) -> None:
     if unknown:
         raise ConfigError(f"no tuning grid for {unknown}: `tuning:` defines {sorted(params.tuning)}")
     previous = pio.read_json(paths.tuning()) if paths.tuning().is_file() else {}
-    state = dict(previous.get("methods", {})) if previous.get("experiment") == params.experiment else {}
+    state = {k: v for k, v in previous.items() if k != "experiment"} if previous.get("experiment") == params.experiment else {}
+    check_learning_rate(params, state, wanted)
     for method in wanted:
-        tune_method(params, method, state)
+        record = method_record(tune_method(params, method, state))
+        state.setdefault("methods", {})[method] = record
         write(params, state)
-        entry = params.tuning[method]
-        configured, choice = f"{getattr(method_config(params, method), entry.key):g}", state[method]["choice"]
-        hint = "" if configured == choice else f"  <- params has {configured}: set methods.{method}.{entry.key} to {choice}"
-        print(f"[tune {method}] choice {entry.key}={choice}{hint}")
+        configured = {k: getattr(method_config(params, method), k) for k in record["key"]}
+        hint = "" if configured == record["chosen"] else f"  <- params has {configured}: set methods.{method} to it"
+        print(f"[tune {method}] choice {record['chosen']} after {record['runs']} runs ({record['stopped']}){hint}")

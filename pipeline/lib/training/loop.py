@@ -21,7 +21,7 @@ from pipeline.lib.evaluation import knn_retrieval
 from pipeline.lib.images import ImageSource
 from pipeline.lib.metrics import at
 from pipeline.lib.recipes import FinetuneCfg
-from pipeline.lib.training.schedule import step_plan, validation_points
+from pipeline.lib.training.schedule import TARGET_STEPS, step_plan, target_batches, validation_points
 from pipeline.lib.training.selection import Selection
 from pipeline.lib.training.trainer import Aids, FineTuner, Runtime
 
@@ -97,13 +97,15 @@ def domain_batches(split: Split, cfg: FinetuneCfg, seed: int, first: int, count:
 def _draws(data: Inputs, cfg: FinetuneCfg, plan: list[str], step: int, labels: torch.Tensor, ev: Evaluation,
            run: Runtime) -> tuple[Callable[[], tuple], Callable[[], tuple]]:
     """draw_target() → (uint8 images, labels); draw_generic() → (images | None, teacher embeddings | None,
-    class rows | None), continuing the batch sequences at `step` of the plan."""
-    n_target = plan[:step].count("target")
-    tgt = domain_batches(data.target_train, cfg, cfg.seed, n_target, plan.count("target") - n_target, ev, run)
+    class rows | None), continuing the batch sequences at `step` of the plan. Replay batches are drawn
+    only when a replay-batch term reads them (every joint step, or every generic round-robin step)."""
+    n_target = target_batches(plan[:step])
+    tgt = domain_batches(data.target_train, cfg, cfg.seed, n_target, target_batches(plan) - n_target, ev, run)
     gen = None
     if retention.draws_generic_batches(cfg):  # regulariser-only generic steps need no images
-        n_generic = step - n_target
-        gen = domain_batches(data.generic_train, cfg, cfg.seed + 1, n_generic, plan.count("generic") - n_generic,
+        replay_kind = "joint" if cfg.schedule == "joint" else "generic"
+        n_generic = plan[:step].count(replay_kind)
+        gen = domain_batches(data.generic_train, cfg, cfg.seed + 1, n_generic, plan.count(replay_kind) - n_generic,
                              ev, run)
 
     def draw_target() -> tuple:
@@ -123,16 +125,18 @@ def _draws(data: Inputs, cfg: FinetuneCfg, plan: list[str], step: int, labels: t
 def run_steps(tuner: FineTuner, plan: Sequence[str], step: int, draws: tuple[Callable, Callable],
               selection: Selection, validate_now: Callable[[], dict[str, float]], points: set[int],
               save: Callable[[int], None] | None = None, on_step: Callable[[], None] | None = None) -> None:
-    """Run `plan` from `step`: a round ends where the next step is a target step (or the plan ends);
+    """Run `plan` from `step`: a round ends where the next step takes a target batch (or the plan ends);
     validation (at the target-step counts in `points`) and checkpoints happen only there, so a target
     step and its generic partner are never split. Only the main process validates and saves (the
     others wait in the next all-reduce)."""
     draw_target, draw_generic = draws
     is_main = tuner.run.rank == 0
-    target_count = np.cumsum([d == "target" for d in plan]).tolist()
+    target_count = np.cumsum([d in TARGET_STEPS for d in plan]).tolist()
     running: dict[str, list[float]] = {}
     while step < len(plan):
-        if plan[step] == "target":
+        if plan[step] == "joint":
+            logs = tuner.joint_step(*draw_target(), draw_generic(), step)
+        elif plan[step] == "target":
             logs = tuner.target_step(*draw_target(), step)
         else:
             images, teacher_emb, class_rows = draw_generic()
@@ -142,7 +146,7 @@ def run_steps(tuner: FineTuner, plan: Sequence[str], step: int, draws: tuple[Cal
         step += 1
         if on_step is not None:
             on_step()
-        if step < len(plan) and plan[step] != "target":
+        if step < len(plan) and plan[step] == "generic":
             continue
         done = target_count[step - 1]
         if done in points:
@@ -197,4 +201,5 @@ def fine_tune(data: Inputs, cfg: FinetuneCfg, run: Runtime, ev: Evaluation, resu
     if run.rank != 0:
         return {}
     return {"best": selection.best, "history": selection.history, "seconds": round(time.time() - start, 1),
-            "steps": len(plan), "train_classes": int(len(classes)), **probe}
+            "steps": len(plan), "optimizer_steps": len(plan), "target_batches": target_batches(plan),
+            "schedule": cfg.schedule, "train_classes": int(len(classes)), **probe}

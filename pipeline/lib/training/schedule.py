@@ -3,16 +3,23 @@ from __future__ import annotations
 
 from typing import Any
 
+TARGET_STEPS = ("target", "joint")  # the step kinds that take a target batch
+
 
 def step_plan(cfg: Any) -> list[str]:
-    """The domain of every optimisation step: the reference's round-robin [target, generic, ...], or
-    target only. Round-robin alternates even when no generic-batch loss exists: the generic steps then
-    apply the every-batch regularisers (R_w, EWC), as many times as the reference does."""
+    """The kind of every optimizer step. `joint`: one step per target batch (with the replay batch of
+    that step when the recipe reads one), so every method of a suite takes `steps` optimizer steps.
+    `round_robin` (the reference's): [target, generic] × steps, 2 × steps optimizer steps for every
+    method; a generic step without a loss is still an AdamW step (on zero gradients)."""
     if cfg.kind == "pretrained":
         return []
     if cfg.schedule == "round_robin":
         return ["target", "generic"] * cfg.steps
-    return ["target"] * cfg.steps
+    return ["joint"] * cfg.steps
+
+
+def target_batches(plan: list[str]) -> int:
+    return sum(kind in TARGET_STEPS for kind in plan)
 
 
 def validation_points(target_steps: int, validations: int) -> list[int]:

@@ -90,7 +90,7 @@ class FineTuner:
         self.forward = self._wrap(Student(self.visual, self.classifier))
         self.optimizer = torch.optim.AdamW(
             [{"params": [p for p in vision_params(self.visual) if p.requires_grad], "lr": cfg.lr_backbone},
-             {"params": list(self.classifier.parameters()), "lr": cfg.lr_head}],
+             {"params": list(self.classifier.parameters()), "lr": cfg.head_lr_ratio * cfg.lr_backbone}],
             lr=cfg.lr_backbone, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
 
     def _wrap(self, student: nn.Module) -> nn.Module:
@@ -106,21 +106,31 @@ class FineTuner:
         """The vision tower's tensors, in the order of `anchors` (what the weight-space terms pull)."""
         return vision_params(self.visual)
 
-    def _views(self, images_uint8: torch.Tensor, step: int) -> torch.Tensor:
-        gen = step_generator(self.cfg.seed, step)
+    def _views(self, images_uint8: torch.Tensor, step: int, stream: int = 0) -> torch.Tensor:
+        gen = step_generator(self.cfg.seed, step, stream)
         crops = random_crop_flip(images_uint8, self.view.image_size, gen, self.cfg.hflip, self.run.rank,
                                  self.run.world, global_size=self.cfg.batch_size if self.run.world > 1 else None)
         return normalize(crops.to(self.device, non_blocking=True), self.view.mean, self.view.std)
 
-    def _teacher_embedding(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return embed_images(self.aids.teacher, x)
+    def _embed(self, x: torch.Tensor, with_logits: bool, online: bool
+               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(student embeddings, cosine logits | None, frozen teacher's embeddings | None) of one batch,
+        in one forward (DDP wants one forward per backward)."""
+        with autocast(self.device, self.run.precision):
+            emb, cos = self.forward(x, with_logits=with_logits)
+            if online:
+                with torch.no_grad():
+                    teacher = embed_images(self.aids.teacher, x)
+            else:
+                teacher = None
+        return emb.float(), cos, teacher.float() if teacher is not None else None
 
-    def _terms(self, domain: str, batch: retention.Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        """Σ λ·term over the active terms of `domain`'s batches, and each unweighted value for the logs."""
+    def _terms(self, batches: str, batch: retention.Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Σ λ·term over the active terms that run on `batches` (target | generic | every), each
+        computed on `batch`, and each unweighted value for the logs."""
         total, logs = torch.zeros((), device=self.device), {}
         for term, loss in self.terms:
-            if term.batches not in (domain, retention.EVERY):
+            if term.batches != batches:
                 continue
             value = loss(self, batch)
             batch.values[term.key] = value
@@ -128,62 +138,94 @@ class FineTuner:
             logs[term.log] = value.item()
         return total, logs
 
-    def _apply(self, loss: torch.Tensor) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+    def _apply(self, loss: torch.Tensor | None) -> None:
+        """One AdamW step. Gradients are zeroed, not dropped, so a tensor the loss does not reach (or a
+        step without a loss) still moves along its moments, as an optax step does."""
+        self.optimizer.zero_grad(set_to_none=False)
+        if loss is not None:
+            loss.backward()
         self.optimizer.step()
 
+    def _classification(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return losses.margin_softmax_loss(cos.float(), labels.to(self.device), scale=self.cfg.scale,
+                                          margin=self.cfg.margin, kind=self.cfg.classifier)
+
+    def _replay_batch(self, emb: torch.Tensor, teacher_emb: torch.Tensor | None,
+                      class_rows: torch.Tensor | None) -> retention.Batch:
+        assert teacher_emb is not None, "a replay-batch term needs the teacher's embeddings of the replay images"
+        needs_rows = any(retention.CLASS_ROWS in t.inputs for t, _ in self.terms if t.batches == retention.GENERIC)
+        assert class_rows is not None or not needs_rows, "GIFT needs the generic images' class rows"
+        if class_rows is not None:
+            class_rows = class_rows.to(self.device)
+        return retention.Batch(retention.GENERIC, emb, teacher_emb.to(self.device).float(), class_rows)
+
     # ------------------------------------------------------------------ steps
-    def target_step(self, images_uint8: torch.Tensor, labels: torch.Tensor, step: int) -> dict[str, float]:
-        """L_cls + the target-batch and every-batch terms on a target-domain batch."""
-        online = any(retention.ONLINE_TEACHER in t.inputs for t in retention.terms_on(self.cfg, retention.TARGET))
+    def joint_step(self, images_uint8: torch.Tensor, labels: torch.Tensor, replay: tuple | None,
+                   step: int) -> dict[str, float]:
+        """One optimizer step on a target batch and, when a replay-batch term is on, the step's replay
+        batch: L_cls + target terms + replay terms + every-batch terms, one backward. `replay` is
+        (uint8 images, precomputed teacher embeddings | None, class rows | None)."""
+        on_replay = retention.draws_generic_batches(self.cfg)
+        online_target = any(retention.ONLINE_TEACHER in t.inputs for t in retention.terms_on(self.cfg, retention.TARGET))
         x = self._views(images_uint8, step)
-        with autocast(self.device, self.run.precision):
-            emb, cos = self.forward(x, with_logits=True)
-            teacher_emb = self._teacher_embedding(x) if online else None
-        cls = losses.margin_softmax_loss(cos.float(), labels.to(self.device), scale=self.cfg.scale,
-                                         margin=self.cfg.margin, kind=self.cfg.classifier)
-        batch = retention.Batch(retention.TARGET, emb.float(),
-                                teacher_emb.float() if teacher_emb is not None else None)
-        reg, logs = self._terms(retention.TARGET, batch)
-        self._apply(cls + reg)
-        return {"loss_cls": cls.item(), **logs}
+        n = len(x)
+        if on_replay:
+            assert replay is not None and replay[0] is not None, "a replay-batch term needs the replay images"
+            x = torch.cat([x, self._views(replay[0], step, stream=1)])
+        online = online_target or (on_replay and self.cfg.teacher_targets == "online")
+        emb, cos, teacher = self._embed(x, with_logits=True, online=online)
+        cls = self._classification(cos[:n], labels)
+        target = retention.Batch(retention.TARGET, emb[:n], teacher[:n] if teacher is not None else None)
+        total, logs = self._terms(retention.TARGET, target)
+        last = target
+        if on_replay:
+            teacher_replay = teacher[n:] if self.cfg.teacher_targets == "online" else replay[1]
+            last = self._replay_batch(emb[n:], teacher_replay, replay[2])
+            replay_loss, replay_logs = self._terms(retention.GENERIC, last)
+            total, logs = total + replay_loss, {**logs, **replay_logs}
+        every, every_logs = self._terms(retention.EVERY, last)  # AWC reads this step's GIFT loss
+        self._apply(cls + total + every)
+        return {"loss_cls": cls.item(), **logs, **every_logs}
+
+    def target_step(self, images_uint8: torch.Tensor, labels: torch.Tensor, step: int) -> dict[str, float]:
+        """Round-robin: L_cls + the target-batch and every-batch terms on a target batch."""
+        online = any(retention.ONLINE_TEACHER in t.inputs for t in retention.terms_on(self.cfg, retention.TARGET))
+        emb, cos, teacher = self._embed(self._views(images_uint8, step), with_logits=True, online=online)
+        cls = self._classification(cos, labels)
+        batch = retention.Batch(retention.TARGET, emb, teacher)
+        total, logs = self._terms(retention.TARGET, batch)
+        every, every_logs = self._terms(retention.EVERY, batch)
+        self._apply(cls + total + every)
+        return {"loss_cls": cls.item(), **logs, **every_logs}
 
     def generic_step(self, images_uint8: torch.Tensor | None, teacher_emb: torch.Tensor | None,
                      step: int, class_rows: torch.Tensor | None = None) -> dict[str, float]:
-        """The generic-batch and every-batch terms. The images are embedded only when a generic-batch
-        term uses them; the teacher's embedding is the precomputed one of the eval view (reference
-        parity) or, with an online teacher, its embedding of the same augmented view. `class_rows`
-        are the images' rows among the generic class prompts (GIFT). Nothing to compute: a no-op."""
-        terms = retention.terms_on(self.cfg, retention.GENERIC)
-        if not terms:
-            return {}
+        """Round-robin: the replay-batch and every-batch terms. The images are embedded only when a
+        replay-batch term uses them; the teacher's embedding is the precomputed one of the eval view
+        (reference parity) or, with an online teacher, its embedding of the same augmented view.
+        Without any term this is the reference's zero-loss step: AdamW on zero gradients."""
         batch = retention.Batch(retention.GENERIC)
-        if any(t.batches == retention.GENERIC for t in terms):
+        total, logs = torch.zeros((), device=self.device), {}
+        if retention.draws_generic_batches(self.cfg):
             assert images_uint8 is not None, "a generic-batch term needs the generic images"
-            x = self._views(images_uint8, step)
-            with autocast(self.device, self.run.precision):
-                emb, _ = self.forward(x, with_logits=False)
-                if self.cfg.teacher_targets == "online":
-                    teacher_emb = self._teacher_embedding(x)
-            assert teacher_emb is not None, "precomputed teacher targets are required on generic steps"
-            batch.emb, batch.teacher_emb = emb.float(), teacher_emb.to(self.device).float()
-            if any(retention.CLASS_ROWS in t.inputs for t in terms if t.batches == retention.GENERIC):
-                assert class_rows is not None, "GIFT needs the generic images' class rows"
-                batch.class_rows = class_rows.to(self.device)
-        total, logs = self._terms(retention.GENERIC, batch)
-        self._apply(total)
+            online = self.cfg.teacher_targets == "online"
+            emb, _, teacher = self._embed(self._views(images_uint8, step), with_logits=False, online=online)
+            batch = self._replay_batch(emb, teacher if online else teacher_emb, class_rows)
+            total, logs = self._terms(retention.GENERIC, batch)
+        every, every_logs = self._terms(retention.EVERY, batch)
+        logs.update(every_logs)
+        self._apply(total + every if logs else None)
         return logs
 
     def fit_probe(self, emb: torch.Tensor, labels: torch.Tensor, chunk: int = 8192) -> dict[str, Any]:
         """LP-FT's linear probe: the head alone on the frozen encoder's features of the target train
-        images (eval view, as LP-FT's probe sees fixed features), full-batch AdamW (lr_head) until the
+        images (eval view, as LP-FT's probe sees fixed features), full-batch AdamW (lp_lr) until the
         training loss plateaus (`lp_patience`, `lp_tol`) or `lp_max_steps`. The target val classes are
         disjoint from the train classes, so no validation can score a head: convergence is the rule.
         Under DDP rank 0's head is broadcast, so every rank starts fine-tuning from the same one."""
         cfg = self.cfg
         emb, labels = emb.to(self.device).float(), labels.to(self.device)
-        opt = torch.optim.AdamW(self.classifier.parameters(), lr=cfg.lr_head, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(self.classifier.parameters(), lr=cfg.lp_lr, weight_decay=cfg.weight_decay)
         history: list[float] = []
         while len(history) < cfg.lp_max_steps and not plateaued(history, cfg.lp_patience, cfg.lp_tol):
             opt.zero_grad(set_to_none=True)

@@ -17,7 +17,7 @@ from pipeline.lib.worlds.embedded.flags import flag_classes, render_flags
 from pipeline.lib.worlds.embedded.glyphs import glyph_partition, glyph_variation, render_glyphs
 from pipeline.lib.worlds.embedded.patterns import render_patterns
 from pipeline.lib.worlds.embedded.shapes import render_shapes
-from pipeline.lib.worlds.embedded.web import SPLITS, WEB_SUBSETS, check_web_subset
+from pipeline.lib.worlds.embedded.web import NOVEL, SPLITS, WEB_SUBSETS, check_web_subset
 
 
 @dataclass
@@ -71,6 +71,33 @@ def build_web_subset(name: str, options: dict, seed: int) -> Subset:
     if problem:
         raise ValueError(f"web subset '{name}': {problem}")
     return get_method(WEB_SUBSETS[name].build)(options, seed)
+
+
+def held_out_categories(n_categories: int, share: float, seed: int) -> np.ndarray:
+    """round(share × n) categories (sorted) drawn with `seed`, at least one when share > 0."""
+    if share <= 0:
+        return np.zeros(0, np.int64)
+    count = min(max(1, int(round(share * n_categories))), n_categories - 1)
+    return np.sort(np.random.default_rng(seed).choice(n_categories, count, replace=False))
+
+
+def split_novel(name: str, part: Subset, options: dict) -> dict[str, Subset]:
+    """The subset, and its `<name>_novel` part: the images of `novel_share` of its categories (a shape
+    type in every colour, a pattern type, a symbol), drawn with `novel_seed`. Labels are kept, so the
+    two parts have disjoint classes."""
+    per = WEB_SUBSETS[name].per_category
+    categories = len(part.images.class_names) // per
+    held = held_out_categories(categories, float(options.get("novel_share", 0)), int(options.get("novel_seed", 0)))
+    novel = np.isin(part.images.labels // per, held)
+    if not novel.any():
+        return {name: part}
+
+    def take(mask: np.ndarray) -> Subset:
+        s = part.images
+        return Subset(ImageSet(s.images[mask], s.labels[mask], s.class_names,
+                               [c for c, m in zip(s.captions, mask) if m]),
+                      [sp for sp, m in zip(part.splits, mask) if m])
+    return {name: take(~novel), name + NOVEL: take(novel)}
 
 
 def class_disjoint(images: ImageSet, n_classes: int, seed: int, test_fraction: float,

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SPLITS = ("train", "val", "test")
+NOVEL = "_novel"  # `<subset>_novel`: the subset's held-out categories (`novel_share` of them), its own subset
+NOVEL_OPTIONS = frozenset({"novel_share", "novel_seed"})
 
 
 @dataclass(frozen=True)
@@ -18,14 +20,20 @@ class WebSubset:
     build: str                    # dotted name of its builder: (options, seed) -> builders.Subset
     counted: bool                 # split sizes are image counts (else shares of each class's images)
     options: frozenset[str] = frozenset()  # option keys besides the split sizes
+    per_category: int = 1         # classes per category (shape × 8 colours: 8), what `novel_share` holds out
+
+
+def novel_of(subset: str) -> str | None:
+    """The subset whose held-out categories `subset` holds (`shapes_novel` → `shapes`), else None."""
+    return subset.removesuffix(NOVEL) if subset.endswith(NOVEL) and subset != NOVEL else None
 
 
 _GLYPH_OPTIONS = frozenset({"n_classes", "per_class", "class_offset", "styles", "size", "max_rotation"})
 _BUILDERS = "pipeline.lib.worlds.embedded.builders"
 WEB_SUBSETS: dict[str, WebSubset] = {s.name: s for s in (
-    WebSubset("shapes", f"{_BUILDERS}.shapes", counted=True),
+    WebSubset("shapes", f"{_BUILDERS}.shapes", counted=True, per_category=8),      # shape × 8 colours
     WebSubset("animals", f"{_BUILDERS}.animals", counted=False),
-    WebSubset("patterns", f"{_BUILDERS}.patterns", counted=True),
+    WebSubset("patterns", f"{_BUILDERS}.patterns", counted=True, per_category=8),  # pattern × 8 colours
     WebSubset("symbols", f"{_BUILDERS}.symbols", counted=False, options=_GLYPH_OPTIONS),
 )}
 
@@ -45,13 +53,16 @@ def check_web_subset(name: str, options: dict) -> str | None:
     if name not in WEB_SUBSETS:
         return f"unknown subset '{name}' (known: {sorted(WEB_SUBSETS)})"
     subset = WEB_SUBSETS[name]
-    keys = frozenset(SPLITS) | subset.options
+    keys = frozenset(SPLITS) | subset.options | NOVEL_OPTIONS
     unknown = sorted(set(options) - keys)
     if unknown:
         return f"unknown option(s) {unknown} (valid: {sorted(keys)})"
     problem = _split_sizes_problem(subset, options)
     if problem:
         return problem
+    share = options.get("novel_share", 0)
+    if not isinstance(share, (int, float)) or not 0 <= share < 1:
+        return f"novel_share must be a share of the categories in [0, 1), got {share}"
     if {"n_classes", "per_class"} & subset.options:
         for key in ("n_classes", "per_class"):
             if not isinstance(options.get(key), int) or options[key] < 1:
