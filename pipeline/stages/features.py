@@ -18,6 +18,7 @@ from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import load_params
 from pipeline.lib.models import embed_texts, resolve_device, set_threads, tokenizer_for
+from pipeline.lib.prompts import class_prompts
 from pipeline.stages.common import image_sources, leading_share, replay_frame, spec_metadata, split_frame
 from pipeline.lib.embedding import View, embed_sources
 from pipeline.stages.encoders import load_teacher
@@ -57,7 +58,7 @@ def main(args: argparse.Namespace) -> None:
         prompt_sets[paths.split_file(generic, "train", "prompts")] = replay_frame(params, "train", ["label", "class_name"])
         for file, frame in prompt_sets.items():
             classes = frame.unique().sort("label")
-            prompts = [params.eval.prompt_template.format(c) for c in classes["class_name"].to_list()]
+            prompts = class_prompts(classes["class_name"].to_list(), params.eval.prompt_template)
             emb = embed_texts(model, tokenizer, prompts, batch_size=batch, device=device)
             pio.write_embeddings(out / file, np.arange(len(prompts)), classes["label"].to_numpy(), emb,
                                  spec_metadata(spec, file=file), prompt=prompts)

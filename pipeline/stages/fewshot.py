@@ -24,6 +24,7 @@ from pipeline import paths
 from pipeline.config import Params, load_params
 from pipeline.lib import fewshot
 from pipeline.lib.models import embed_texts, resolve_device, set_threads, tokenizer_for
+from pipeline.lib.prompts import class_prompts
 from pipeline.stages.common import image_sources, split_frame
 from pipeline.lib.embedding import View, embed_sources
 from pipeline.stages.encoders import load_teacher
@@ -90,7 +91,7 @@ def build_task(params: Params, model: torch.nn.Module, spec: dict, device: torch
     f_val, y_val = (frozen_features(params, "val", model, spec, device)[:2] if "tip_adapter" in cfg.methods
                     else (torch.zeros(0, f_train.shape[1]), torch.zeros(0, dtype=torch.long)))
     classes = torch.tensor(sorted(names))
-    prompts = [params.eval.prompt_template.format(names[int(c)]) for c in classes]
+    prompts = class_prompts([names[int(c)] for c in classes], params.eval.prompt_template)
     text = torch.from_numpy(embed_texts(model, tokenizer_for(spec["model"]), prompts, device=device)).cpu()
     order = classes[torch.randperm(len(classes), generator=gen)]
     n_base = max(1, round(cfg.base_fraction * len(classes)))

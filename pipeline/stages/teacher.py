@@ -26,6 +26,7 @@ from pipeline.config import Params, load_params
 from pipeline.lib import losses
 from pipeline.lib.data import ImageDataset, StepBatches, iterate_batches, normalize, random_crop_flip, step_generator
 from pipeline.lib.evaluation import zero_shot
+from pipeline.lib.prompts import class_prompts
 from pipeline.lib.models import (EMBEDDED_MEAN, EMBEDDED_STD, LOCAL_DIR, create_embedded_clip, embed_images, embed_texts,
                                  embedded_model_cfg, image_mean_std, image_size_of, resolve_device, set_threads,
                                  tokenizer_for, vision_params)
@@ -121,7 +122,7 @@ def zero_shot_report(params: Params, model: torch.nn.Module, tokenizer, spec: di
                             desc=f"zero-shot {name}")
         classes = frame.select("label", "class_name").unique().sort("label")
         remap = {lab: i for i, lab in enumerate(classes["label"].to_list())}
-        prompts = [params.eval.prompt_template.format(c) for c in classes["class_name"].to_list()]
+        prompts = class_prompts(classes["class_name"].to_list(), params.eval.prompt_template)
         prompt_emb = embed_texts(model, tokenizer, prompts, device=device)
         labels = np.array([remap[x] for x in frame["label"].to_list()])
         acc = zero_shot(emb, labels, prompt_emb)["accuracy"]
