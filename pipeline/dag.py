@@ -52,14 +52,16 @@ def job_for(spec: StageSpec, params: Any, cluster: dict[str, Any]) -> Job:
         raise ValueError(f"resources.{spec.kind}: missing in params.yaml (stage {spec.name}): add it to "
                          f"conf/resources/default.yaml and run `python -m pipeline configure`")
     res = params.resources[spec.kind]
-    gpu = res.gpu
-    if spec.kind == "finetune" and gpu and params.runtime.processes > 1:
-        gpu = max(gpu, params.runtime.processes)  # torchrun starts one process per GPU
-    resources: dict[str, Any] = {"mem_mb": res.mem_mb, "runtime": res.runtime_min, "gpu": gpu}
+    gpu, threads, mem_mb = res.gpu, res.threads, res.mem_mb
+    processes = params.runtime.processes
+    if spec.kind == "finetune" and processes > 1:
+        # torchrun starts one process per GPU, each with the threads, workers and memory of one job
+        gpu, threads, mem_mb = max(gpu, processes) if gpu else 0, threads * processes, mem_mb * processes
+    resources: dict[str, Any] = {"mem_mb": mem_mb, "runtime": res.runtime_min, "gpu": gpu}
     partition = cluster.get("slurm_gpu_partition" if gpu else "slurm_cpu_partition")
     if partition:
         resources["slurm_partition"] = partition
-    return Job(res.threads, resources, res.local)
+    return Job(threads, resources, res.local)
 
 
 def is_directory(path: str) -> bool:

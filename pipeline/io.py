@@ -93,9 +93,11 @@ def read_manifest(dataset_dir: Path | str, columns: list[str] | None = None) -> 
 
 
 def embeddings_table(ids: np.ndarray, labels: np.ndarray, embeddings: np.ndarray, **columns: Any) -> pa.Table:
-    """Arrow table with the embedding as FixedSizeList<float32, D> (polars reads it as Array)."""
-    emb = np.ascontiguousarray(embeddings, dtype=np.float32)
-    flat = pa.array(emb.reshape(-1), type=pa.float32())
+    """Arrow table with the embedding as FixedSizeList<float32 | float16, D> (polars reads it as Array)."""
+    emb = np.ascontiguousarray(embeddings)
+    if emb.dtype not in (np.float32, np.float16):
+        emb = emb.astype(np.float32)
+    flat = pa.array(emb.reshape(-1), type=pa.float16() if emb.dtype == np.float16 else pa.float32())
     arrays = {"id": pa.array(ids, pa.int64()), "label": pa.array(labels, pa.int64())}
     arrays.update({k: pa.array(v) for k, v in columns.items()})
     arrays["embedding"] = pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])
@@ -123,3 +125,47 @@ def read_embeddings(path: Path | str) -> tuple[np.ndarray, pl.DataFrame]:
     col = table.column("embedding").combine_chunks()
     emb = col.values.to_numpy(zero_copy_only=False).reshape(len(table), col.type.list_size)
     return np.ascontiguousarray(emb, dtype=np.float32), pl.from_arrow(table.drop(["embedding"]))
+
+
+def read_table_columns(path: Path | str, columns: list[str]) -> pl.DataFrame:
+    """Some columns of a table, without reading the embeddings."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing table {path}: run the stage that produces it (dvc repro)")
+    return pl.from_arrow(pq.read_table(path, columns=columns))
+
+
+EMBEDDING_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+def write_embedding_chunks(dest: Path | str, chunks, metadata: dict[str, Any], dtype: str = "float32",
+                           array: Path | str | None = None) -> int:
+    """One embedding table written a row group per chunk, never whole in memory (1M × 768 float32 is 3 GB).
+
+    `chunks()` yields (ids, labels, embeddings, {column: values}) and is called twice: once for the
+    content hash (it goes into the schema metadata, which Parquet writes first), once to write. With
+    `array`, the embeddings also go into a `.npy` file the training loop memory-maps (every rank then
+    reads the same pages instead of holding a copy). Returns the number of rows."""
+    digest, rows, dim = hashlib.sha256(), 0, None
+    for _, _, emb, _ in chunks():
+        block = np.ascontiguousarray(emb, dtype=EMBEDDING_DTYPES[dtype])
+        digest.update(block.tobytes())
+        rows, dim = rows + len(block), block.shape[1]
+    meta = dict(metadata, dim=int(dim or 0), rows=rows, sha256=digest.hexdigest(), dtype=dtype)
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_path(dest))
+        out = None
+        if array is not None:  # plain writes, not a memory-map: written pages do not stay in this process
+            out = stack.enter_context(stack.enter_context(atomic_path(array)).open("wb"))
+            np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(
+                np.dtype(EMBEDDING_DTYPES[dtype])), "fortran_order": False, "shape": (rows, dim)})
+        writer = None
+        for ids, labels, emb, columns in chunks():
+            block = np.ascontiguousarray(emb, dtype=EMBEDDING_DTYPES[dtype])
+            table = _with_metadata(embeddings_table(ids, labels, block, **columns), meta)
+            if writer is None:
+                writer = stack.enter_context(pq.ParquetWriter(tmp, table.schema, compression="zstd"))
+            writer.write_table(table)
+            if out is not None:
+                out.write(block.tobytes())
+    return rows

@@ -73,6 +73,11 @@ def wise_ft_curve() -> Path:
     return DATA / "eval" / "wise-ft.json"
 
 
+def coverage() -> Path:
+    """How close each evaluation set is to the replay data, on teacher features (stage `coverage`)."""
+    return DATA / "eval" / "coverage.json"
+
+
 def fewshot() -> Path:
     """The adapter family's K-shot results (stage `fewshot`)."""
     return DATA / "eval" / "fewshot.json"

@@ -53,7 +53,11 @@ def test_compare_suite_adds_every_retention_method(tmp_path: Path) -> None:
     ("finetune.lp_max_steps=-2", "finetune.lp_max_steps"),
     ("finetune.validations=2", "finetune.validations"),
     ("finetune.steps=0", "finetune.steps"),
-    ("methods.infuse.schedule=target_only", "methods.infuse.lambda_distill"),
+    ("finetune.schedule=target_only", "finetune.schedule"),
+    ("methods.infuse.schedule=round_robin", "methods.infuse.schedule"),  # the suite's, not a method's
+    ("methods.infuse.steps=10", "methods.infuse.steps"),
+    ("eval.k=7", "eval.k"),                                              # not one of eval.ks
+    ("features.dtype=float64", "features.dtype"),
     ("methods.gift.lambda_awc=1", "methods.gift.lambda_awc"),
     ("wise_ft.base=nope", "wise_ft.base"),
     ("wise_ft.base=pretrained", "wise_ft.base"),

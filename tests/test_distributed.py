@@ -20,20 +20,23 @@ def prepared(reproduced_tiny: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return clone(reproduced_tiny, tmp_path_factory.mktemp("ddp") / "project", share_cache=True)
 
 
-def finetune(project: Path, *overrides: str) -> dict[str, torch.Tensor]:
+def finetune(project: Path, *overrides: str, method: str = "infuse") -> dict[str, torch.Tensor]:
     params = project / "variant.yaml"
-    run([sys.executable, "-m", "pipeline", "configure", "experiment=tiny", "finetune.select_on=last", *overrides,
-         "--output", str(params)], project)
-    run([sys.executable, "-m", "pipeline", "finetune", "infuse", "--params", str(params)], project)
-    return torch.load(project / "data/runs/infuse/visual.pt", weights_only=True)
+    run([sys.executable, "-m", "pipeline", "configure", "experiment=tiny", "suite=compare", "finetune.select_on=last",
+         *overrides, "--output", str(params)], project)
+    run([sys.executable, "-m", "pipeline", "finetune", method, "--params", str(params)], project)
+    return torch.load(project / f"data/runs/{method}/visual.pt", weights_only=True)
 
 
-def test_two_gloo_processes_match_one_process(prepared: Path) -> None:
-    single = finetune(prepared)
-    record_single = json.loads((prepared / "data/runs/infuse/train.json").read_text())
-    ddp = finetune(prepared, "runtime.processes=2", "runtime.threads=1")
-    record_ddp = json.loads((prepared / "data/runs/infuse/train.json").read_text())
-    assert record_ddp["steps"] == record_single["steps"]
+# infuse (per-sample terms), EWC (a Fisher estimated once and broadcast), Gram and GIFT (batch-structure
+# terms on the gathered global batch; GIFT's AWC Fisher from the gradient summed over ranks)
+@pytest.mark.parametrize("method", ["infuse", "ewc", "gram", "gift"])
+def test_two_gloo_processes_match_one_process(prepared: Path, method: str) -> None:
+    single = finetune(prepared, method=method)
+    record_single = json.loads((prepared / f"data/runs/{method}/train.json").read_text())
+    ddp = finetune(prepared, "runtime.processes=2", "runtime.threads=2", method=method)
+    record_ddp = json.loads((prepared / f"data/runs/{method}/train.json").read_text())
+    assert record_ddp["optimizer_steps"] == record_single["optimizer_steps"]
     from safetensors.torch import load_file
     theta0 = {k.removeprefix("visual."): v for k, v in
               load_file(prepared / "data/teacher/open_clip_model.safetensors").items() if k.startswith("visual.")}
@@ -44,7 +47,13 @@ def test_two_gloo_processes_match_one_process(prepared: Path) -> None:
     # ... and both runs moved them the same way. Not elementwise: the all-reduce sums in another
     # order, and Adam's m/√v turns float noise on near-zero gradients into steps of size lr.
     # Different batches or augmentations per rank give a gap of ~50 % of the update; this is ~0.2 %.
-    assert gap / update < 0.01, f"DDP weights differ from single-process by {100 * gap / update:.2f} % of the update"
+    assert gap / update < 0.01, f"{method}: DDP weights differ from single-process by {100 * gap / update:.2f} % of the update"
+
+
+def test_a_batch_that_does_not_divide_into_the_processes_is_refused(prepared: Path) -> None:
+    out = run([sys.executable, "-m", "pipeline", "configure", "experiment=tiny", "runtime.processes=3",
+               "--output", str(prepared / "odd.yaml")], prepared, check=False)
+    assert out.returncode == 1 and "finetune.batch_size: 16 does not divide into runtime.processes = 3" in out.stderr
 
 
 def test_bf16_autocast_path_runs_on_cpu(prepared: Path) -> None:

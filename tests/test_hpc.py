@@ -79,10 +79,13 @@ def test_encoder_stages_get_a_gpu_and_light_stages_run_on_the_submit_host(
     assert jobs["finetune__infuse"]["threads"] > jobs["report"]["threads"]
 
 
-def test_data_parallel_finetune_asks_for_one_gpu_per_process() -> None:
+def test_data_parallel_finetune_asks_for_one_gpu_threads_and_memory_per_process() -> None:
+    single = load_params(ROOT / "params.yaml")
     params = load_params(ROOT / "params.yaml", ["runtime.processes=4"])
     spec = next(s for s in load_stages(ROOT) if s.kind == "finetune")
-    assert job_for(spec, params, {}).resources["gpu"] == 4
+    one, four = job_for(spec, single, {}), job_for(spec, params, {})
+    assert four.resources["gpu"] == 4 and four.threads == 4 * one.threads
+    assert four.resources["mem_mb"] == 4 * one.resources["mem_mb"]
     params.resources.pop("finetune")
     with pytest.raises(ValueError, match=r"resources\.finetune: missing"):
         job_for(spec, params, {})

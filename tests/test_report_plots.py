@@ -40,7 +40,7 @@ def test_every_delta_is_a_panel_known_ones_first() -> None:
     assert names == sorted(names, key=order.index)          # the headline order
     assert {"delta_in_domain", "delta_zero_shot", "delta_ood_unseen"} <= set(names)
     assert headlines.label("delta_zero_shot") == "Zero-shot accuracy"
-    assert headlines.label("delta_ood_unseen") == "Unseen-domain image-image"
+    assert headlines.label("delta_ood_unseen") == "Unseen-domain image-image (near and far)"
     assert headlines.label("delta_ood_something") == "Out-of-domain something"
 
 

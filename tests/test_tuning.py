@@ -1,4 +1,6 @@
-"""Equal tuning budgets: one knob per method, a grid, the choice made on validation only."""
+"""The one tuning rule (docs/protocol.md#tuning): λ = 0 in every regulariser's grid, edge choices
+extended, the best two rerun on three seeds, runs shared by what they were computed from, on
+validation only; the committed choices are what the suites configure."""
 from __future__ import annotations
 
 import json
@@ -8,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ConfigError, load_params, method_config
-from pipeline.stages import tune
+from pipeline.lib.tuning import Knob, extension, grid, tune
+from pipeline.stages import tune as tune_stage
 from tests.conftest import ROOT, clone, run
 
 
@@ -20,40 +23,77 @@ def compare_params(tmp_path_factory: pytest.TempPathFactory):
     return out
 
 
-def test_every_fine_tuned_method_of_the_compare_suite_has_a_three_value_grid(compare_params: Path) -> None:
+def test_every_fine_tuned_method_has_a_grid_and_every_regulariser_grid_holds_zero(compare_params: Path) -> None:
     params = load_params(compare_params)
-    tuned = set(params.tuning)
     trained = {m for m in params.methods if method_config(params, m).kind != "pretrained"}
-    assert trained - tuned == {"naive_indomain"}   # naive's recipe under another selection rule
-    assert all(len(entry.grid) == 3 for entry in params.tuning.values())
+    assert trained - set(params.tuning) == {"naive_indomain"}   # naive's recipe under another selection rule
+    for method, entry in params.tuning.items():
+        for key, knob in entry.knobs.items():
+            assert len(knob.values) >= 3 and (not key.startswith("lambda_") or 0.0 in knob.values), (method, key)
+    assert set(params.tuning["infuse"].knobs) == {"lambda_distill", "lambda_weights"}  # the paper's two knobs
     assert all(method_config(params, m).select_on == "all" for m in trained - {"naive_indomain"})
 
 
-def test_grid_configs_set_the_knob_and_select_on_the_common_criterion(compare_params: Path) -> None:
+def test_recipes_set_the_knobs_the_seed_and_the_common_criterion(compare_params: Path) -> None:
     params = load_params(compare_params)
-    for value, cfg in tune.grid_configs(params, "lora"):
-        assert cfg.lr_backbone == value and cfg.select_on == "all" and cfg.lora_rank == 8
-    values = [cfg.lambda_ewc for _, cfg in tune.grid_configs(params, "ewc")]
-    assert values == params.tuning["ewc"].grid
+    cfg = tune_stage.recipe(params, "lora", (0.03,), seed=2)
+    assert cfg.lr_backbone == 0.03 and cfg.seed == params.finetune.seed + 2 and cfg.lora_rank == 8
+    assert tune_stage.recipe(params, "lwf", (0.0,), 0).select_on == "all"
+    # λ = 0 of a regulariser is naive's recipe: one run serves both
+    naive, lwf_off = tune_stage.recipe(params, "naive", (params.finetune.lr_backbone,), 0), \
+        tune_stage.recipe(params, "gram", (0.0,), 0)
+    assert tune_stage.recipe_digest(params, naive) == tune_stage.recipe_digest(params, lwf_off)
 
 
-def test_choice_is_the_best_criterion_first_listed_on_ties() -> None:
-    assert tune.choose({"1": {"criterion": 0.2}, "10": {"criterion": 0.5}, "100": {"criterion": 0.4}}) == "10"
-    assert tune.choose({"1": {"criterion": 0.5}, "10": {"criterion": 0.5}}) == "1"
+@pytest.mark.parametrize("values, best, expected", [
+    ([0.0, 1.0, 10.0], 10.0, 100.0),       # upper edge: one step beyond
+    ([1e-4, 3e-4, 1e-3], 1e-4, 1e-4 / 3.1623),  # lower edge of an LR grid
+    ([0.0, 1.0, 10.0], 0.0, 0.1),          # λ = 0 wins: a weaker non-zero λ is tried
+    ([0.0, 1.0, 10.0], 1.0, None),         # interior
+])
+def test_an_edge_choice_extends_one_step_beyond(values, best, expected) -> None:
+    step = 3.1623 if values[0] > 0 else 10.0
+    out = extension(Knob("k", values, step), best)
+    assert (out is None) if expected is None else out[0] == pytest.approx(expected)
+
+
+def test_the_rule_extends_until_interior_then_chooses_by_the_mean_of_the_best_two_over_seeds() -> None:
+    calls = []
+
+    def criterion(point, seed):  # peaks at λ = 1000 (beyond the grid), seed 1 prefers the runner-up
+        calls.append((point, seed))
+        score = {0.0: 0.1, 1.0: 0.2, 10.0: 0.3, 100.0: 0.4, 1000.0: 0.5, 10000.0: 0.45}[point[0]]
+        return score + (0.2 if seed == 1 and point[0] == 10000.0 else 0.0)
+
+    out = tune([Knob("lambda_x", [0.0, 1.0, 10.0])], criterion)
+    assert [e["value"] for e in out.extensions] == [100.0, 1000.0, 10000.0] and out.stopped.startswith("interior")
+    assert set(out.finalists) == {(1000.0,), (10000.0,)} and out.chosen == (10000.0,)  # by the mean over 3 seeds
+    assert len(calls) == len(set(calls)) == out.runs == 6 + 2 * 2  # each (point, seed) once
+
+
+def test_an_edge_after_three_extensions_stops_and_says_so() -> None:
+    out = tune([Knob("lr", [1.0, 2.0], step=2.0)], lambda p, s: p[0])   # always wants more
+    assert len(out.extensions) == 3 and "still on an edge" in out.stopped and out.chosen == (16.0,)
+
+
+def test_a_two_knob_grid_is_the_product_and_extends_each_knob() -> None:
+    out = tune([Knob("a", [0.0, 1.0, 10.0]), Knob("b", [0.0, 5.0])], lambda p, s: -(p[0] - 1.0) ** 2 + p[1])
+    assert grid([Knob("a", [0.0, 1.0]), Knob("b", [2.0, 3.0])]) == [(0.0, 2.0), (0.0, 3.0), (1.0, 2.0), (1.0, 3.0)]
+    assert {e["key"] for e in out.extensions} == {"b"} and out.chosen[0] == 1.0
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["tuning.naive.key=lr_bakbone"], "not a numeric fine-tuning key"),
-    (["tuning.naive.grid=[0.1,0.2]"], "is not one of the grid"),
-    (["tuning.naive.grid=[0.001]"], "at least two distinct values"),
-    (["tuning.nobody.key=lr_backbone", "tuning.nobody.grid=[1,2]"], "is not a key of methods"),
+    (["+tuning.naive.knobs.lr_bakbone={values:[1,2]}"], "not a numeric fine-tuning key"),
+    (["tuning.gram.knobs.lambda_gram.values=[1.0,10.0]"], "holds λ = 0"),
+    (["tuning.naive.knobs.lr_backbone.values=[0.001]"], "at least two distinct values"),
+    (["+tuning.nobody.knobs.lr_backbone={values:[1,2]}"], "is not a key of methods"),
+    (["+tuning.naive.knobs.steps={values:[1,2]}"], "a method may set"),
 ])
 def test_bad_tuning_entries_are_refused_naming_the_key(compare_params: Path, overrides: list[str],
                                                        message: str) -> None:
-    entry = ".".join(overrides[0].split("=")[0].split(".")[:2])       # tuning.<method>
     with pytest.raises(ConfigError, match=message) as err:
-        load_params(compare_params, overrides)
-    assert str(err.value).startswith(entry)
+        load_params(compare_params, [o.lstrip("+") for o in overrides])
+    assert str(err.value).startswith("tuning.")
 
 
 def test_the_committed_choices_are_the_configured_values(compare_params: Path) -> None:
@@ -63,33 +103,30 @@ def test_the_committed_choices_are_the_configured_values(compare_params: Path) -
     params = load_params(compare_params)
     assert set(recorded["methods"]) == set(params.tuning), "run `python -m pipeline tune` for every method"
     for method, rec in recorded["methods"].items():
-        entry = params.tuning[method]
-        assert rec["key"] == entry.key and rec["grid"] == [f"{v:g}" for v in entry.grid], method
-        assert set(rec["results"]) == set(rec["grid"]), method
-        assert rec["choice"] == tune.choose(rec["results"]), method
-        assert rec["choice"] == f"{getattr(method_config(params, method), entry.key):g}", method
+        assert rec["key"] == list(params.tuning[method].knobs), method
+        assert {"grid", "chosen", "extensions", "stopped", "runs", "finalists"} <= set(rec), method
+        configured = {k: getattr(method_config(params, method), k) for k in rec["key"]}
+        assert configured == pytest.approx(rec["chosen"]), method
 
 
 @pytest.mark.slow
-def test_tune_records_every_value_chooses_on_validation_and_resumes(reproduced_tiny: Path, tmp_path: Path) -> None:
+def test_tune_runs_the_rule_on_validation_and_resumes(reproduced_tiny: Path, tmp_path: Path) -> None:
     project = clone(reproduced_tiny, tmp_path / "tune", share_cache=True)
     first = run([sys.executable, "-m", "pipeline", "tune", "naive"], project)
     record = json.loads((project / "reports" / "tuning.json").read_text())
     naive = record["methods"]["naive"]
-    assert record["experiment"] == "tiny" and naive["key"] == "lr_backbone"
-    assert set(naive["results"]) == set(naive["grid"]) == {"0.0003", "0.001", "0.003"}
-    assert naive["choice"] == tune.choose(naive["results"])
-    for result in naive["results"].values():   # the selected checkpoint of a trained model, on validation
+    assert record["experiment"] == "tiny" and naive["key"] == ["lr_backbone"]
+    assert naive["runs"] == len(naive["scores"]) >= len(naive["grid"]["lr_backbone"]) + 4  # + 2 finalists × 2 seeds
+    for result in record["runs"].values():   # the selected checkpoint of a trained model, on validation
         assert result["step"] >= 1 and 0 <= result["criterion"] <= 1
         assert result["criterion"] == pytest.approx((result["val_target"] + result["val_replay"]) / 2, abs=1e-5)
-    assert "| naive | `lr_backbone` |" in (project / "reports" / "tuning.md").read_text()
-    assert "choice lr_backbone=" in first.stdout
+    assert "| naive | lr_backbone |" in (project / "reports" / "tuning.md").read_text()
+    assert "choice {'lr_backbone':" in first.stdout
     assert not list((project / "data" / ".resume").glob("tune/**/*.pt"))   # finished runs leave no resume state
     again = run([sys.executable, "-m", "pipeline", "tune", "naive"], project)
-    assert again.stdout.count(": recorded, criterion") == 3       # nothing is trained twice
-    # tuning writes no pipeline output: only the report, which states the grid, is out of date
+    assert json.loads((project / "reports" / "tuning.json").read_text()) == record  # nothing trained twice
     status = run([str(Path(sys.executable).parent / "dvc"), "status", "--json"], project).stdout
-    assert set(json.loads(status)) == {"report"}
+    assert set(json.loads(status)) == {"report"}   # tuning writes no pipeline output: only the report is stale
 
 
 def test_tune_refuses_a_method_without_a_grid(tmp_path: Path) -> None:

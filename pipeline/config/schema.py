@@ -125,6 +125,8 @@ class TeacherCfg:
 @dataclass
 class FeaturesCfg:
     batch_size: int = 256
+    chunk_rows: int = 65536       # images embedded (and kept for a resume) at a time; a Parquet row group each
+    dtype: str = "float32"        # float32 | float16 (halves the replay targets on disk and in memory)
 
 
 @dataclass
@@ -171,6 +173,13 @@ class FewShotCfg:
 
 
 @dataclass
+class CoverageCfg:
+    """The coverage figure of each evaluation set (stage `coverage`)."""
+    max_images: int = 2000        # test images per set (and per own train split), drawn with `seed`
+    seed: int = 0
+
+
+@dataclass
 class IndexCfg:
     kind: str = "flat"            # flat (exact) | ivf | hnsw
     nlist: int = 64
@@ -204,5 +213,6 @@ class Params:
     qualitative: QualitativeCfg = field(default_factory=QualitativeCfg)
     fewshot: FewShotCfg = field(default_factory=FewShotCfg)
     index: IndexCfg = field(default_factory=IndexCfg)
+    coverage: CoverageCfg = field(default_factory=CoverageCfg)
     eval: EvalCfg = field(default_factory=EvalCfg)
     resources: dict[str, StageResources] = field(default_factory=dict)  # per stage (pipeline.commands.STAGES)

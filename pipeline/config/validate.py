@@ -169,6 +169,12 @@ def _validate_runtime(params: Params) -> None:
     _positive(rt.threads, "runtime.threads", allow_zero=True)
     _positive(rt.num_workers, "runtime.num_workers", allow_zero=True)
     _positive(rt.processes, "runtime.processes")
+    shards = [(f"finetune.batch_size", params.finetune.batch_size)] + [
+        (f"methods.{m}.batch_size", (o or {}).get("batch_size")) for m, o in params.methods.items()]
+    for key, size in shards:
+        _require(size is None or size % rt.processes == 0, key,
+                 f"{size} does not divide into runtime.processes = {rt.processes} equal shards (every rank "
+                 "must hold the same number of images of each global batch)")
 
 
 def _validate_data(params: Params) -> None:
@@ -191,6 +197,8 @@ def _validate_teacher(params: Params) -> None:
         _positive(getattr(params.teacher, key), f"teacher.{key}")
     _positive(params.teacher.zero_shot_max_images, "teacher.zero_shot_max_images", allow_zero=True)
     _positive(params.features.batch_size, "features.batch_size")
+    _positive(params.features.chunk_rows, "features.chunk_rows")
+    _one_of(params.features.dtype, ("float32", "float16"), "features.dtype")
 
 
 def _validate_methods(params: Params) -> None:
@@ -220,6 +228,7 @@ def _validate_methods(params: Params) -> None:
 
 def _validate_eval(params: Params) -> None:
     _one_of(params.index.kind, ("flat", "ivf", "hnsw"), "index.kind")
+    _positive(params.coverage.max_images, "coverage.max_images")
     _positive(params.eval.k, "eval.k")
     _require(all(k > 0 for k in params.eval.ks), "eval.ks", "all entries must be > 0")
     _require(params.eval.k in params.eval.ks, "eval.k",

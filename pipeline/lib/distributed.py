@@ -46,6 +46,37 @@ def setup(requested_device: str) -> Context:
     return Context(dist.get_rank(), dist.get_world_size(), device)
 
 
+def broadcast_from_main(tensors: list[torch.Tensor], ctx: Context) -> list[torch.Tensor]:
+    """Rank 0's values of `tensors` on every rank (the others pass tensors of the same shapes)."""
+    if ctx.distributed:
+        for t in tensors:
+            dist.broadcast(t, 0)
+    return tensors
+
+
+def gather(tensor: torch.Tensor, world: int) -> torch.Tensor:
+    """Every rank's `tensor`, concatenated (the global batch of a batch-structure loss). Differentiable:
+    with DDP's gradient averaging, a loss computed on the gathered batch on every rank gets exactly the
+    single-process gradient."""
+    if world <= 1:
+        return tensor
+    if tensor.requires_grad:
+        import torch.distributed.nn.functional as dist_nn
+        return torch.cat(dist_nn.all_gather(tensor))
+    parts = [torch.empty_like(tensor) for _ in range(world)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
+def mean_over_ranks(tensors: list[torch.Tensor], world: int) -> list[torch.Tensor]:
+    """The mean of each tensor over ranks, in place (a per-rank gradient summed into the global one)."""
+    if world > 1:
+        for t in tensors:
+            dist.all_reduce(t)
+            t /= world
+    return tensors
+
+
 def teardown(ctx: Context) -> None:
     if ctx.distributed and dist.is_initialized():
         dist.barrier()

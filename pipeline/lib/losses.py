@@ -91,14 +91,19 @@ def mean_squared_gradients(grads_per_sample: Iterable[Sequence[torch.Tensor]]) -
 GIFT_NO_GRADIENT = 1e-6  # GIFT's Fisher entry for a tensor the distillation loss does not reach
 
 
-def gift_fisher(loss: torch.Tensor, params: Sequence[torch.Tensor], eps: float = 1e-12) -> list[torch.Tensor]:
+def gift_fisher(loss: torch.Tensor, params: Sequence[torch.Tensor], eps: float = 1e-12,
+                reduce=None) -> list[torch.Tensor]:
     """GIFT's adaptive-weight-consolidation Fisher of one batch: F̂_ℓ = g_ℓ² / mean(g_ℓ²), g = ∇_θ loss.
 
     As GIFT's `finetune_gift.py`: the squared gradient of this batch's distillation losses, normalised
     to mean 1 within each tensor, detached; a tensor without a gradient gets 1e-6 everywhere. `eps`
-    only guards a tensor whose gradient is exactly zero (GIFT would divide by 0).
+    only guards a tensor whose gradient is exactly zero (GIFT would divide by 0). `reduce` (under data
+    parallelism: the mean over ranks) turns each process's share of the gradient into the whole one.
     """
-    grads = torch.autograd.grad(loss, list(params), retain_graph=True, allow_unused=True)
+    grads = list(torch.autograd.grad(loss, list(params), retain_graph=True, allow_unused=True))
+    if reduce is not None:
+        present = [g for g in grads if g is not None]
+        reduce(present)
     out = []
     for g, p in zip(grads, params, strict=True):
         if g is None:

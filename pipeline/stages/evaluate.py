@@ -104,5 +104,6 @@ def main(args: argparse.Namespace) -> None:
     indices = lambda name: faiss.read_index(str(paths.index(args.method) / f"{name}.faiss"))  # noqa: E731
     result = {"method": args.method, **all_metrics(params, stored_embeddings(args.method), args.method, indices),
               "selection": {"select_on": record["config"]["select_on"], **record["selected"]},
-              "train_seconds": record["seconds"], "steps": record["steps"]}
+              "train_seconds": record["seconds"], "steps": record["steps"],
+              **{key: record.get(key) for key in ("optimizer_steps", "target_batches", "schedule")}}
     pio.write_json(result, paths.evaluation(args.method))

@@ -30,7 +30,7 @@ FISHER = "fisher.pt"
 
 def train(params: Params, method: str, cfg: FinetuneCfg, ctx: distributed.Context) -> dict[str, Any]:
     """One method's run: its inputs, the loop, and (on the main process) the result with its Fisher."""
-    data = load_inputs(params, cfg, ctx.device)
+    data = load_inputs(params, cfg, ctx)
     resume = DiskResume(method, run_key(params, method, cfg))
     result = fine_tune(data, cfg, runtime(params, ctx), evaluation(params), resume, label=f"finetune {method}")
     if ctx.is_main:
@@ -86,7 +86,8 @@ def main(args: argparse.Namespace) -> None:
         distributed.relaunch_with_torchrun(params.runtime.processes, ["finetune", args.method, "--params", args.params,
                                                                      *threads])
         return
-    set_threads(params.runtime.threads)
+    # runtime.threads are the job's: under torchrun each of the runtime.processes ranks takes its share
+    set_threads(max(1, params.runtime.threads // params.runtime.processes) if params.runtime.threads else 0)
     ctx = distributed.setup(params.runtime.device)
     try:
         result = train(params, args.method, cfg, ctx)

@@ -22,10 +22,10 @@ from tqdm import tqdm
 from pipeline import io as pio
 from pipeline import paths
 from pipeline.config import FinetuneCfg, Params
-from pipeline.lib import retention
+from pipeline.lib import distributed, retention
 from pipeline.lib.data import eval_loader, normalize
 from pipeline.lib.embedding import View
-from pipeline.lib.models import autocast
+from pipeline.lib.models import autocast, vision_params
 from pipeline.lib.training.fisher import estimate_fisher
 from pipeline.lib.training.loop import Evaluation, Inputs, Split
 from pipeline.lib.training.trainer import Aids, Runtime
@@ -67,15 +67,27 @@ def generic_fisher(cfg: FinetuneCfg, teacher: torch.nn.Module, view: View, split
     return fisher
 
 
-def precomputed_targets(params: Params, split: Split) -> torch.Tensor:
-    """The `features` stage's teacher embeddings of the generic train split, row for row."""
-    emb, table = pio.read_embeddings(paths.features() / paths.split_file(params.roles.generic, "train"))
-    if not np.array_equal(table["id"].to_numpy(), split.ids):
+def precomputed_targets(params: Params, split: Split) -> np.ndarray:
+    """The `features` stage's teacher embeddings of the generic train split, row for row, memory-mapped
+    (read-only pages the ranks share, not a copy per process)."""
+    table = paths.features() / paths.split_file(params.roles.generic, "train")
+    ids = pio.read_table_columns(table, ["id"])["id"].to_numpy()
+    if not np.array_equal(ids, split.ids):
         raise ValueError("teacher features do not match the generic train split: rerun `features`")
-    return torch.from_numpy(emb.copy())  # Arrow buffers are read-only
+    return np.load(table.with_suffix(".npy"), mmap_mode="r")
 
 
-def load_inputs(params: Params, cfg: FinetuneCfg, device: torch.device) -> Inputs:
+def shared_fisher(cfg: FinetuneCfg, data: Inputs, ctx: distributed.Context, num_workers: int) -> list[torch.Tensor]:
+    """EWC's Fisher, estimated once (on the main process) and broadcast: every rank pulls with the same one."""
+    if ctx.is_main:
+        fisher = generic_fisher(cfg, data.teacher, data.view, data.generic_train, data.class_rows,
+                                data.aids.prototypes, ctx.device, num_workers)
+    else:
+        fisher = [torch.zeros_like(p, dtype=torch.float32, device=ctx.device) for p in vision_params(data.teacher)]
+    return distributed.broadcast_from_main(fisher, ctx)
+
+
+def load_inputs(params: Params, cfg: FinetuneCfg, ctx: distributed.Context) -> Inputs:
     """Everything the recipe's run reads, and nothing it does not."""
     teacher, spec = load_teacher_visual("cpu")
     view = View.of(spec)
@@ -89,8 +101,7 @@ def load_inputs(params: Params, cfg: FinetuneCfg, device: torch.device) -> Input
         data.class_rows = torch.tensor([row_of_label[int(lab)] for lab in data.generic_train.labels])
         data.aids.prototypes = prototypes
     if retention.FISHER in needed:
-        data.aids.fisher = generic_fisher(cfg, teacher, view, data.generic_train, data.class_rows,
-                                          data.aids.prototypes, device, params.runtime.num_workers)
+        data.aids.fisher = shared_fisher(cfg, data, ctx, params.runtime.num_workers)
     if retention.needs_online_teacher(cfg):
         data.aids.teacher = teacher
     if retention.needs_precomputed_targets(cfg):

@@ -1,28 +1,33 @@
-"""`python -m pipeline seeds`: the summary Δs as mean ± std over fine-tuning seeds.
+"""`python -m pipeline seeds [--out DIR]`: the headline Δs over seeds, and how sure the comparison is.
 
-The seeds are DVC experiments (the teacher and its features are shared, only fine-tuning and what
-follows rerun), e.g.:
+The seeds are DVC experiments of this preset and suite (the data, teacher and features are shared;
+only fine-tuning and what follows rerun), e.g.:
 
-    dvc exp run -S finetune.seed=1 --queue && dvc exp run -S finetune.seed=2 --queue
-    dvc exp run --run-all
-    python -m pipeline seeds        # HEAD's workspace result (seed 0) + the experiments
+    dvc exp run -S finetune.seed=1 && dvc exp run -S finetune.seed=2   # fine-tuning seeds
+    dvc exp run -S seed=1                                               # a second teacher seed
+    python -m pipeline seeds        # the workspace's result + the experiments
 
-Reads `dvc.api.exp_show()`, keeps one result per seed (the newest), and writes
-`reports/seeds.json` (tagged with the experiment it belongs to) and `reports/seeds.md`. The
-report's plots draw that spread as error bars the next time the report stage runs.
+Reads `dvc.api.exp_show()` (one row per (teacher seed, fine-tuning seed), the newest wins) and each
+row's reports/details.json from its commit; keeps the rows that hold every method of params.yaml.
+Writes into DIR (default reports/): seeds.json (mean ± std per method and headline over the
+fine-tuning seeds of the configured teacher seed, and per teacher seed), seeds.md, and details.json's
+suite view (`pipeline.stages.seeds_compare`: retention at matched adaptation, per-set results, the
+share of (set × seed) cells each method wins against each other). The report's plots draw the spread.
 """
 from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from pipeline import io as pio
 from pipeline import paths
+from pipeline.lib.comparison import spread
 from pipeline.lib.headlines import HEADLINES
 
+MIN_SEEDS = 2  # a spread needs two results; one would print "± 0.00 (n=1)" over the committed table
+Key = tuple[int, int]  # (teacher seed, fine-tuning seed)
 
 
 def deltas() -> tuple[str, ...]:
@@ -45,91 +50,88 @@ def _param(row: dict[str, Any], key: str, default: Any = None) -> Any:
     return next((v for k, v in row.items() if k.endswith(f":{key}")), default)
 
 
-def collect(rows: list[dict[str, Any]], experiment: str) -> dict[int, dict[str, dict[str, float]]]:
-    """seed → method → Δ values, from exp_show rows of the given preset (newest row per seed wins)."""
-    by_seed: dict[int, dict[str, dict[str, float]]] = {}
-    for row in rows:  # exp_show lists the workspace first, then the newest experiments first
+def row_methods(row: dict[str, Any]) -> dict[str, dict[str, float]]:
+    methods: dict[str, dict[str, float]] = {}
+    for key, value in row.items():
+        parts = key.split(":")[-1].split(".")
+        if len(parts) == 3 and parts[0] == "summary" and parts[2] in deltas() and _num(value) is not None:
+            methods.setdefault(parts[1], {})[parts[2]] = float(value)
+    return methods
+
+
+def collect(rows: list[dict[str, Any]], experiment: str, methods: list[str]) -> dict[Key, dict[str, Any]]:
+    """(teacher seed, fine-tuning seed) → {rev, methods: method → Δs} of the rows of this preset that hold
+    every method (the newest row per key wins: exp_show lists the workspace first, then newest first)."""
+    out: dict[Key, dict[str, Any]] = {}
+    for row in rows:
         if _param(row, "experiment") not in (experiment, None) or row.get("State") in ("Failed", "Queued"):
             continue
-        seed = _num(_param(row, "finetune.seed", 0))
-        if seed is None or int(seed) in by_seed:
+        key = (int(_num(_param(row, "seed", 0)) or 0), int(_num(_param(row, "finetune.seed", 0)) or 0))
+        found = row_methods(row)
+        if key in out or not set(methods) - {"pretrained"} <= set(found):
             continue
-        methods: dict[str, dict[str, float]] = {}
-        for key, value in row.items():
-            parts = key.split(":")[-1].split(".")
-            if len(parts) == 3 and parts[0] == "summary" and parts[2] in deltas() and _num(value) is not None:
-                methods.setdefault(parts[1], {})[parts[2]] = float(value)
-        if methods:
-            by_seed[int(seed)] = methods
-    return by_seed
+        out[key] = {"rev": row.get("rev"), "methods": {m: found[m] for m in methods if m in found}}
+    return out
 
 
-MIN_SEEDS = 2  # a spread needs two results; one would print "± 0.00 (n=1)" over the committed table
+def aggregate(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """method → Δ name → {mean, std, n} over runs (std with ddof=1 when n > 1)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for method in dict.fromkeys(m for run in runs for m in run):
+        for delta in deltas():
+            values = [run[method][delta] for run in runs if delta in run.get(method, {})]
+            if values:
+                out.setdefault(method, {})[delta] = spread(values)
+    return out
 
 
-def require_seeds(by_seed: dict[int, dict[str, dict[str, float]]]) -> None:
+def require_seeds(by_seed: dict) -> None:
     """Refuse to write a table that could not show a spread (leaving the written one as it is)."""
     if not by_seed:
         raise ValueError("no results found: run `dvc repro` and some `dvc exp run -S finetune.seed=N` first")
     if len(by_seed) < MIN_SEEDS:
-        raise ValueError(f"only finetune.seed {sorted(by_seed)} has results; the table needs at least {MIN_SEEDS} "
-                         f"seeds: run e.g. `dvc exp run -S finetune.seed=1` first ({paths.seeds_md()} is left as it is)")
+        seeds = sorted(key[1] if isinstance(key, tuple) else key for key in by_seed)
+        raise ValueError(f"only finetune.seed {seeds} has results; the table needs at least {MIN_SEEDS} "
+                         f"seeds: run e.g. `dvc exp run -S finetune.seed=1` first (seeds.md is left as it is)")
 
 
-def aggregate(by_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
-    """method → Δ name → {mean, std, n} (std with ddof=1 when n > 1)."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    methods = sorted({m for s in by_seed.values() for m in s})
-    for method in methods:
-        for delta in deltas():
-            values = [s[method][delta] for s in by_seed.values() if delta in s.get(method, {})]
-            if values:
-                out.setdefault(method, {})[delta] = {
-                    "mean": round(float(np.mean(values)), 3),
-                    "std": round(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, 3),
-                    "n": len(values)}
-    return out
-
-
-def markdown(table: dict[str, dict[str, dict[str, float]]], seeds: list[int]) -> str:
+def markdown(table: dict[str, dict[str, dict[str, float]]], title: str) -> str:
     columns = [(f"delta_{key}", h.title) for key, h in HEADLINES.items()
                if any(f"delta_{key}" in row for row in table.values())]
-    lines = [f"# Summary Δs over fine-tuning seeds {seeds}", "",
-             "Points ×100, mean ± std (n = seeds). Δ = method − pretrained.", "",
-             "| method | " + " | ".join(f"{title} Δ" for _, title in columns) + " |", "|---|" + "---|" * len(columns)]
+    lines = [f"# {title}", "", "Points ×100, mean ± std (n = runs). Δ = method − pretrained.", "",
+             "| method | " + " | ".join(f"{t} Δ" for _, t in columns) + " |", "|---|" + "---|" * len(columns)]
     for method, row in table.items():
-        cells = [f"{row[d]['mean']:+.2f} ± {row[d]['std']:.2f} (n={row[d]['n']})" if d in row else "–"
-                 for d, _ in columns]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    if "naive" in table and "infuse" in table:
-        n, i = table["naive"], table["infuse"]
-        kept = i["delta_in_domain"]["mean"] / n["delta_in_domain"]["mean"] if n["delta_in_domain"]["mean"] else float("nan")
-        losses = "; ".join(f"{title} {_share(i, n, d)}" for d, title in columns if d != "delta_in_domain" and d in i)
-        lines += ["", f"infuse keeps {100 * kept:.0f} % of naive's in-domain gain. Share of naive's loss that "
-                  f"infuse also loses: {losses}."]
+        lines.append(f"| {method} | " + " | ".join(f"{row[d]['mean']:+.2f} ± {row[d]['std']:.2f} (n={row[d]['n']})"
+                                                    if d in row else "–" for d, _ in columns) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _share(method: dict, naive: dict, key: str) -> str:
-    base = naive[key]["mean"]
-    return f"{100 * method[key]['mean'] / base:.0f} %" if base < 0 else "n/a (naive did not lose)"
 
 
 def main(args: argparse.Namespace) -> None:
     import dvc.api
 
     from pipeline.config import load_params
+    from pipeline.stages.seeds_compare import suite_details
 
     params = load_params(args.params)
-    rows = dvc.api.exp_show(force=True)
-    by_seed = collect(rows, params.experiment)
-    require_seeds(by_seed)
-    table = aggregate(by_seed)
-    pio.write_json({"experiment": params.experiment, "seeds": sorted(by_seed),
-                    "per_seed": {str(k): v for k, v in sorted(by_seed.items())}, "summary": table}, paths.seeds_json())
-    with pio.atomic_path(paths.seeds_md()) as tmp:
-        tmp.write_text(markdown(table, sorted(by_seed)))
-    print(paths.seeds_md().read_text())
+    runs = collect(dvc.api.exp_show(force=True), params.experiment, list(params.methods))
+    finetuning = {key: r for key, r in sorted(runs.items()) if key[0] == params.seed}
+    require_seeds(finetuning)
+    table = aggregate([r["methods"] for r in finetuning.values()])
+    teachers = {str(t): aggregate([r["methods"] for (ts, _), r in runs.items() if ts == t])
+                for t in sorted({ts for ts, _ in runs})}
+    out = Path(args.out) if args.out else paths.REPORTS
+    pio.write_json({"experiment": params.experiment, "seeds": sorted(fs for _, fs in finetuning),
+                    "teacher_seed": params.seed, "runs": {f"{t}/{f}": r for (t, f), r in sorted(runs.items())},
+                    "summary": table, "by_teacher_seed": teachers}, out / paths.seeds_json().name)
+    text = markdown(table, f"Summary Δs over fine-tuning seeds {sorted(fs for _, fs in finetuning)} "
+                           f"(teacher seed {params.seed})")
+    for t, t_table in teachers.items():
+        text += "\n" + markdown(t_table, f"Teacher seed {t} (every fine-tuning seed run with it)").split("\n", 2)[2]
+    with pio.atomic_path(out / paths.seeds_md().name) as tmp:
+        tmp.write_text(text)
+    if args.out:  # a suite's folder (reports/compare/): the comparison over its seeds
+        pio.write_json(suite_details(params, finetuning), out / paths.details().name)
+    print(text)
     print("the report's plots draw this spread from its next run: `dvc repro -f -s report`")
 
 

@@ -59,7 +59,7 @@ def fine_tune_once(params: Params, cfg: FinetuneCfg, label: str) -> dict[str, An
     ctx = distributed.setup(params.runtime.device)
     resume = DiskResume(f"tune/{label}", run_key(params, label, cfg))
     try:
-        best = fine_tune(load_inputs(params, cfg, ctx.device), cfg, runtime(params, ctx), evaluation(params),
+        best = fine_tune(load_inputs(params, cfg, ctx), cfg, runtime(params, ctx), evaluation(params),
                          resume, label=f"tune {label}")["best"]
     finally:
         distributed.teardown(ctx)

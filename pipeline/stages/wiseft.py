@@ -3,7 +3,8 @@
 θ_α = (1−α)·θ0 + α·θ_ft for each α of `wise_ft.alphas` (Wortsman et al.; docs/baselines.md#wise-ft), with no retraining: each
 interpolated encoder embeds the evaluation splits in memory and goes through the same evaluation
 as the `evaluate` stage (exact kNN). α = 0 reproduces the pretrained metrics, α = 1 the base
-method's. Writes `data/eval/wise-ft.json`.
+method's. α is chosen on the same validation criterion as every checkpoint (target-val and replay-val
+mAP@k). Writes `data/eval/wise-ft.json`.
 """
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ from pipeline import paths
 from pipeline.config import load_params
 from pipeline.lib.models import resolve_device, set_threads
 from pipeline.lib.wiseft import interpolate_weights
+from pipeline.lib.embedding import View
+from pipeline.lib.training.loop import validation_scores
+from pipeline.lib.training.selection import criterion
 from pipeline.stages.encoders import embed_eval_splits, load_teacher_visual
+from pipeline.stages.inputs import evaluation, read_split
 from pipeline.stages.evaluate import all_metrics
 
 
@@ -33,13 +38,20 @@ def main(args: argparse.Namespace) -> None:
     visual, spec = load_teacher_visual("cpu")
     theta0 = {k: v.detach().clone() for k, v in visual.state_dict().items()}
     theta_ft = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    val = {"target": read_split(params, params.roles.target, "val"),
+           "generic": read_split(params, params.roles.generic, "val", params.roles.generic_val_fraction)}
     curve = []
     for alpha in params.wise_ft.alphas:
         visual.load_state_dict(interpolate_weights(theta0, theta_ft, alpha))
         visual.to(device).eval()
         label = f"wise-ft {base} α={alpha:g}"
+        scores = validation_scores(visual, val, View.of(spec), device, params.runtime.precision, evaluation(params))
         tables = {(d, s): (emb, frame.select("id", "label", "subset"))
                   for d, s, frame, emb in embed_eval_splits(visual, params, spec, device, label)}
-        curve.append({"alpha": alpha, **all_metrics(params, lambda d, s: tables[(d, s)], label)})
+        curve.append({"alpha": alpha, "validation": {**scores, "criterion": criterion(scores, "all")},
+                      **all_metrics(params, lambda d, s: tables[(d, s)], label)})
         visual.cpu()
-    pio.write_json({"base": base, "curve": curve}, paths.wise_ft_curve())
+    # α is chosen like everything else, on the validation criterion (ties: the larger α, more adaptation)
+    chosen = max(curve, key=lambda p: (p["validation"]["criterion"], p["alpha"]))["alpha"]
+    print(f"[wiseft] α = {chosen:g} has the best validation criterion")
+    pio.write_json({"base": base, "selected_alpha": chosen, "curve": curve}, paths.wise_ft_curve())

@@ -45,7 +45,7 @@ class Inputs:
     generic_train: Split
     generic_val: Split
     aids: Aids = field(default_factory=Aids)
-    targets: torch.Tensor | None = None      # precomputed teacher embeddings of generic_train (row = position)
+    targets: np.ndarray | None = None        # precomputed teacher embeddings of generic_train (row = position)
     class_rows: torch.Tensor | None = None   # each generic train image's row among the class prompts
 
 
@@ -63,14 +63,20 @@ class Resume(Protocol):
     def save(self, state: dict[str, Any]) -> None: ...
 
 
-def validate(tuner: FineTuner, data: Inputs, ev: Evaluation) -> dict[str, float]:
-    """mAP@k on the class-disjoint target val split and the generic val split (the selection criterion's
-    parts, docs/method.md#checkpoint-selection)."""
+def validation_scores(visual: torch.nn.Module, splits: dict[str, Split], view: View, device: torch.device,
+                      precision: str, ev: Evaluation) -> dict[str, float]:
+    """mAP@k of a tower on each validation split (`target`: class-disjoint target val, `generic`: the
+    replay val): the selection criterion's parts (docs/method.md#checkpoint-selection)."""
     out = {}
-    for role, split in (("target", data.target_val), ("generic", data.generic_val)):
-        emb = embed_sources(tuner.visual, split.sources, data.view, tuner.device, ev.batch_size,
-                            tuner.run.precision, ev.num_workers, f"val {role}")
+    for role, split in splits.items():
+        emb = embed_sources(visual, split.sources, view, device, ev.batch_size, precision, ev.num_workers, f"val {role}")
         out[role] = knn_retrieval(emb, split.labels, ev.k, [ev.k], with_map_at_r=False)[at("map", ev.k)]
+    return out
+
+
+def validate(tuner: FineTuner, data: Inputs, ev: Evaluation) -> dict[str, float]:
+    out = validation_scores(tuner.visual, {"target": data.target_val, "generic": data.generic_val}, data.view,
+                            tuner.device, tuner.run.precision, ev)
     tuner.visual.train()
     return out
 
@@ -116,7 +122,8 @@ def _draws(data: Inputs, cfg: FinetuneCfg, plan: list[str], step: int, labels: t
         if gen is None:
             return None, None, None
         images, idx = next(gen)
-        return (images, data.targets[idx] if data.targets is not None else None,
+        targets = torch.from_numpy(np.asarray(data.targets[idx], np.float32)) if data.targets is not None else None
+        return (images, targets,
                 data.class_rows[idx] if data.class_rows is not None else None)
 
     return draw_target, draw_generic

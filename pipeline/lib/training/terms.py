@@ -10,8 +10,14 @@ from typing import Any
 import torch
 
 from pipeline.lib import losses
+from pipeline.lib.distributed import gather, mean_over_ranks
 from pipeline.lib.retention import GENERIC, Batch
 
+
+
+def _global(tuner: Any, tensor: Any) -> Any:
+    """The whole global batch of a batch-structure term (Gram, GIFT) under data parallelism."""
+    return gather(tensor, tuner.run.world)
 
 
 def distill(tuner: Any, batch: Batch) -> Any:
@@ -19,7 +25,7 @@ def distill(tuner: Any, batch: Batch) -> Any:
 
 
 def gram(tuner: Any, batch: Batch) -> Any:
-    return losses.gram_distillation_loss(batch.emb, batch.teacher_emb)
+    return losses.gram_distillation_loss(_global(tuner, batch.emb), _global(tuner, batch.teacher_emb))
 
 
 def zero_shot_kl(tuner: Any, batch: Batch) -> Any:
@@ -32,11 +38,10 @@ def zero_shot_kl(tuner: Any, batch: Batch) -> Any:
 def gift(tuner: Any, batch: Batch) -> Any:
     """GIFT with a frozen text tower: L_cd (T) + gift_ita_weight·L_ita (label smoothing) against each
     generic image's class prompt."""
-    cfg, text = tuner.cfg, tuner.aids.prototypes[batch.class_rows]
-    cd = losses.gift_contrastive_distillation(batch.emb, batch.teacher_emb, text, tuner.view.logit_scale,
-                                              cfg.gift_temperature)
-    ita = losses.gift_alignment_loss(batch.emb, text, batch.class_rows, tuner.view.logit_scale,
-                                     cfg.gift_label_smoothing)
+    cfg, rows = tuner.cfg, _global(tuner, batch.class_rows)
+    emb, teacher, text = _global(tuner, batch.emb), _global(tuner, batch.teacher_emb), tuner.aids.prototypes[rows]
+    cd = losses.gift_contrastive_distillation(emb, teacher, text, tuner.view.logit_scale, cfg.gift_temperature)
+    ita = losses.gift_alignment_loss(emb, text, rows, tuner.view.logit_scale, cfg.gift_label_smoothing)
     return cd + cfg.gift_ita_weight * ita
 
 
@@ -55,7 +60,8 @@ def awc(tuner: Any, batch: Batch) -> Any:
     where θ = θ0 anyway."""
     params = tuner.params()
     if batch.domain == GENERIC:
-        tuner.awc_fisher = losses.gift_fisher(batch.values["lambda_gift"], params)
+        tuner.awc_fisher = losses.gift_fisher(batch.values["lambda_gift"], params,
+                                              reduce=lambda grads: mean_over_ranks(grads, tuner.run.world))
     if tuner.awc_fisher is None:
         return torch.zeros((), device=params[0].device)
     return losses.fisher_penalty(params, tuner.anchors, tuner.awc_fisher)
