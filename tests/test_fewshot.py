@@ -30,7 +30,7 @@ def test_zero_shot_is_scaled_cosine_to_the_class_texts() -> None:
 
 def test_tip_adapter_cache_recalls_its_shots_and_is_zero_shot_on_novel_classes() -> None:
     f, y, t = toy(noise=3.0)  # zero-shot is poor here
-    tip = fewshot.TipAdapter(alpha=50.0, beta=50.0).fit(f, y, t, S)
+    tip = fewshot.TipAdapter(alpha=250.0, beta=50.0).fit(f, y, t, S)  # Tip units: 50 at this scale of 20
     assert fewshot.accuracy(tip.predict(f, t, base=True), y) == 1.0  # each shot retrieves itself
     torch.testing.assert_close(tip.predict(f, t, base=False), S.logit_scale * f @ t.T)
 
@@ -46,7 +46,8 @@ def test_tip_adapter_logits_use_the_models_scale_by_hand() -> None:
             zero_shot = 112.5 * sum(q[i, d].item() * t[c, d].item() for d in range(4))
             cache = sum(math.exp(-4.0 * (1 - sum(q[i, d].item() * f[j, d].item() for d in range(4))))
                         for j in range(6) if y[j] == c)
-            assert got[i, c].item() == pytest.approx(zero_shot + 1.7 * cache, rel=1e-5)
+            # α in Tip-Adapter's units: its code weighs the cache against zero-shot logits at scale 100
+            assert got[i, c].item() == pytest.approx(zero_shot + 1.7 * 112.5 / 100 * cache, rel=1e-5)
     with pytest.raises(ValueError, match="logit_scale"):
         fewshot.TipAdapter().fit(f, y, t, fewshot.FewShotSettings())
 
@@ -62,7 +63,8 @@ def test_tip_adapter_searches_alpha_beta_on_val_as_its_code() -> None:
     best_acc, best = 0.0, None
     for beta in betas:
         for alpha in alphas:
-            logits = 20.0 * f_val @ t.T + alpha * torch.exp(-beta * (1 - f_val @ f.T)) @ F.one_hot(y, 6).float()
+            cache = torch.exp(-beta * (1 - f_val @ f.T)) @ F.one_hot(y, 6).float()
+            logits = 20.0 * f_val @ t.T + alpha * 20.0 / 100 * cache  # α in Tip-Adapter's units (scale 100)
             acc = float((logits.argmax(1) == y_val).float().mean())
             if acc > best_acc:
                 best_acc, best = acc, (beta, alpha)

@@ -116,6 +116,9 @@ def tip_grid(scale: float, steps: int) -> list[float]:
     return [0.1 + i * (scale - 0.1) / steps for i in range(steps)]
 
 
+TIP_SCALE = 100.0  # Tip-Adapter's code scores zero-shot logits as 100·f·W; its α is relative to that
+
+
 class TipAdapter:
     def __init__(self, dim: int = 0, s: FewShotSettings | None = None, alpha: float = 1.0, beta: float = 5.5):
         self.alpha, self.beta = alpha, beta  # Tip-Adapter's paper defaults, used when there is nothing to search on
@@ -128,7 +131,9 @@ class TipAdapter:
         return self
 
     def logits(self, f: torch.Tensor, t: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
-        return self.scale * f @ t.T + alpha * torch.exp(-beta * (1 - f @ self.keys.T)) @ self.values
+        """s·f·tᵀ + α·(s/100)·cache: α in Tip-Adapter's own units (its zero-shot logits are 100·f·tᵀ), so
+        the cache weighs against the zero-shot term as in its code, whatever this model's scale s."""
+        return self.scale * f @ t.T + alpha * self.scale / TIP_SCALE * torch.exp(-beta * (1 - f @ self.keys.T)) @ self.values
 
     @torch.no_grad()
     def search(self, f_val: torch.Tensor, y_val: torch.Tensor, s: FewShotSettings) -> tuple[float, float, float]:
@@ -137,12 +142,12 @@ class TipAdapter:
         if not len(y_val):
             raise ValueError("Tip-Adapter searches α, β on validation images of the cached classes, and got none")
         zero_shot, affinity = self.scale * f_val @ self.text.T, f_val @ self.keys.T  # both independent of α, β
-        alphas = tip_grid(s.tip_search_scale[1], s.tip_search_steps[1])
+        alphas = tip_grid(s.tip_search_scale[1], s.tip_search_steps[1])  # in Tip-Adapter's units (see `logits`)
         best = (0.0, 0.0, -1.0)
         for beta in tip_grid(s.tip_search_scale[0], s.tip_search_steps[0]):
             cache = torch.exp(-beta * (1 - affinity)) @ self.values
             for alpha in alphas:  # strict improvement only: the first best in (β, α) order is kept
-                acc = accuracy(zero_shot + alpha * cache, y_val)
+                acc = accuracy(zero_shot + alpha * self.scale / TIP_SCALE * cache, y_val)
                 if acc > best[2]:
                     best = (beta, alpha, acc)
         return best
