@@ -77,8 +77,8 @@ def details(params: Params, results: dict, summary: dict, wise_file: dict) -> di
     return {"sets": set_kinds(params), "methods": detailed(results), "coverage": coverage,
             "headlines": {metric: summarize(results, k, metric) for metric in IMAGE_IMAGE_METRICS},
             "wise_ft": wise, "wise_ft_selected_alpha": wise_file.get("selected_alpha") if wise_file else None,
-            "matched_adaptation": ({m: matched_adaptation(row, curve) for m, row in summary.items() if m != BASELINE}
-                                   if curve else {}),
+            "matched_adaptation": ({m: matched_adaptation(row, curve) for m, row in summary.items()
+                                    if m not in (BASELINE, params.wise_ft.base)} if curve else {}),
             "fewshot": fs.get("results", {}), "fewshot_run": {k_: v for k_, v in fs.items() if k_ != "results"},
             "teacher": {"zero_shot": teacher.get("zero_shot", {}), "model": teacher.get("model")}}
 

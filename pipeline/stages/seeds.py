@@ -130,7 +130,12 @@ def main(args: argparse.Namespace) -> None:
     with pio.atomic_path(out / paths.seeds_md().name) as tmp:
         tmp.write_text(text)
     if args.out:  # a suite's folder (reports/compare/): the comparison over its seeds
-        pio.write_json(suite_details(params, finetuning), out / paths.details().name)
+        from pipeline.stages.seeds_compare import markdown as suite_markdown
+
+        suite = suite_details(params, finetuning)
+        pio.write_json(suite, out / paths.details().name)
+        with pio.atomic_path(out / "comparison.md") as tmp:
+            tmp.write_text(suite_markdown(suite))
     print(text)
     print("the report's plots draw this spread from its next run: `dvc repro -f -s report`")
 

@@ -65,3 +65,50 @@ def suite_details(params: Params, runs: dict[tuple[int, int], dict[str, Any]]) -
             "wise_ft_selected_alpha": [d.get("wise_ft_selected_alpha") for d in per_seed.values()],
             "per_set": per_set, "pairwise_ood": win_shares(ood),
             "pairwise_unseen": win_shares(cells(per_seed, k, ("near", "far")))}
+
+
+def _cell(s: dict | None) -> str:
+    return "–" if not s or s.get("n", 0) == 0 else f"{s['mean']:+.2f} ± {s['std']:.2f}"
+
+
+def matched_markdown(matched: dict[str, dict[str, dict]]) -> list[str]:
+    from pipeline.lib.headlines import HEADLINES
+
+    names = [n for n in HEADLINES if n != "in_domain" and any(n in row for row in matched.values())]
+    lines = ["## Retention at matched adaptation (method − WiSE-FT(naive) at the same in-domain gain)", "",
+             "Mean ± std over seeds, points; positive: the method keeps more than interpolating naive "
+             "fine-tuning toward the teacher would at its own gain.", "",
+             "| method | " + " | ".join(HEADLINES[n].title for n in names) + " |", "|---|" + "---|" * len(names)]
+    return lines + [f"| {m} | " + " | ".join(_cell(row.get(n)) for n in names) + " |" for m, row in matched.items()] + [""]
+
+
+def per_set_markdown(per_set: dict[str, dict]) -> list[str]:
+    methods = list(dict.fromkeys(m for row in per_set.values() for m in row if m not in ("kind", "coverage")))
+    lines = ["## Per set: Δ mAP@k vs pretrained, mean ± std over seeds", "",
+             "| set | kind | coverage | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]
+    for name, row in per_set.items():
+        cov = "–" if row.get("coverage") is None else f"{row['coverage']:.3f}"
+        lines.append(f"| {name} | {row['kind']} | {cov} | " + " | ".join(_cell(row.get(m)) for m in methods) + " |")
+    return lines + [""]
+
+
+def pairwise_markdown(shares: dict[str, dict[str, float]], title: str) -> list[str]:
+    methods = list(shares)
+    lines = [f"## {title}", "", "Share of (set × seed) cells where the row's method has the higher Δ mAP@k than "
+             "the column's (0.5: no difference).", "", "| | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for a in methods:
+        lines.append(f"| {a} | " + " | ".join("–" if a == b else f"{shares[a].get(b, float('nan')):.2f}"
+                                              for b in methods) + " |")
+    return lines + [""]
+
+
+def markdown(details: dict[str, Any]) -> str:
+    steps = {m: (v["optimizer_steps"], v["target_batches"]) for m, v in details["methods"].items()}
+    lines = [f"# The suite over fine-tuning seeds {details['seeds']}", "",
+             "Optimizer steps / target batches per method: " +
+             ", ".join(f"{m} {s[0]} / {t[0]}" for m, (s, t) in steps.items() if s and s[0] is not None) + ".",
+             f"WiSE-FT α chosen on validation, per seed: {details['wise_ft_selected_alpha']}.", ""]
+    lines += matched_markdown(details["matched_adaptation"]) + per_set_markdown(details["per_set"])
+    lines += pairwise_markdown(details["pairwise_unseen"], "Who beats whom on unseen sets (near and far)")
+    lines += pairwise_markdown(details["pairwise_ood"], "Who beats whom on every out-of-domain set")
+    return "\n".join(lines) + "\n"
