@@ -117,6 +117,9 @@ def check_learning_rate(params: Params, state: dict[str, Any], wanted: list[str]
 
 def main(args: argparse.Namespace) -> None:
     params = load_params(args.params, args.overrides)
+    from pipeline.lib.models import set_threads
+
+    set_threads(params.runtime.threads)   # --threads N: two tuning processes share the cores
     wanted = args.methods or list(params.tuning)
     unknown = [m for m in wanted if m not in params.tuning]
     if unknown:
