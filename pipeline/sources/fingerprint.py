@@ -53,6 +53,7 @@ class Scan:
     size: list[int] = field(default_factory=list)
     mtime_ns: list[int] = field(default_factory=list)
     ino: list[int] = field(default_factory=list)
+    _paths: list[str] = field(default_factory=list, repr=False)
 
     def add(self, rel: str, st: os.stat_result | None) -> None:
         self.rel.append(rel)
@@ -61,7 +62,10 @@ class Scan:
         self.ino.append(st.st_ino if st else 0)
 
     def paths(self) -> list[str]:
-        return [os.path.join(self.input.base, r) for r in self.rel]
+        """Each file's path as the stats file keys it (computed once the scan is complete)."""
+        if len(self._paths) != len(self.rel):
+            self._paths = [os.path.join(self.input.base, r) for r in self.rel]
+        return self._paths
 
 
 # ------------------------------------------------------------------------------ what a dataset reads
@@ -98,19 +102,22 @@ def _walk(base: Path) -> Iterator[tuple[str, os.stat_result]]:
     stack = [(str(base), "")]
     while stack:
         folder, prefix = stack.pop()
-        st = os.stat(folder)
-        if (st.st_dev, st.st_ino) in seen:
+        try:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            entries = list(os.scandir(folder))
+        except OSError:  # a folder that cannot be listed: no reader can list it either
             continue
-        seen.add((st.st_dev, st.st_ino))
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                try:
-                    if entry.is_dir():
-                        stack.append((entry.path, f"{prefix}{entry.name}/"))
-                    elif entry.is_file():
-                        yield prefix + entry.name, entry.stat()
-                except OSError:  # a broken link: no reader sees it either
-                    continue
+        for entry in entries:
+            try:
+                if entry.is_dir():
+                    stack.append((entry.path, f"{prefix}{entry.name}/"))
+                elif entry.is_file():
+                    yield prefix + entry.name, entry.stat()
+            except OSError:  # a broken link: no reader sees it either
+                continue
 
 
 def _stat(path: Path) -> os.stat_result | None:
@@ -192,7 +199,7 @@ def content_hashes(scans: list[Scan], known: dict[str, tuple[int, int, int, str]
                 todo.append((path, size))
     if len(todo) >= 1000:
         print(f"[fingerprint] {label}: hashing {len(todo)} new or changed files "
-              f"({sum(size for _, size in todo) / 1e9:.1f} GB)", file=sys.stderr, flush=True)
+              f"({sum(size for _, size in todo) / 1e6:,.0f} MB)", file=sys.stderr, flush=True)
     with ThreadPoolExecutor(max_workers=HASH_WORKERS) as pool:
         hashes.update(zip((p for p, _ in todo), pool.map(_file_hash, (p for p, _ in todo))))
     return hashes, len(todo)
