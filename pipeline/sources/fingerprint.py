@@ -34,6 +34,7 @@ from pipeline.sources.registry import SOURCES
 CACHE_VERSION = 1
 MISSING = "-"          # the content hash of a listed file that is not there (or cannot be read)
 HASH_WORKERS = 8       # hashing releases the GIL: threads keep a disk (or a network share) busy
+HASH_CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,8 @@ def listing_digest(scans: list[Scan]) -> str:
     for s in scans:
         digest.update(f"\0{s.input.label}\0{s.input.base}\0{s.exists}\0".encode())
         digest.update("\0".join(s.rel).encode("utf-8", "surrogateescape"))
-        for column in (s.size, s.mtime_ns, s.ino):
-            digest.update(array("q", column).tobytes())
+        for code, column in (("q", s.size), ("q", s.mtime_ns), ("Q", s.ino)):  # inodes may pass 2**63
+            digest.update(array(code, column).tobytes())
     return digest.hexdigest()
 
 
@@ -201,7 +202,9 @@ def content_hashes(scans: list[Scan], known: dict[str, tuple[int, int, int, str]
         print(f"[fingerprint] {label}: hashing {len(todo)} new or changed files "
               f"({sum(size for _, size in todo) / 1e6:,.0f} MB)", file=sys.stderr, flush=True)
     with ThreadPoolExecutor(max_workers=HASH_WORKERS) as pool:
-        hashes.update(zip((p for p, _ in todo), pool.map(_file_hash, (p for p, _ in todo))))
+        for start in range(0, len(todo), HASH_CHUNK):  # a chunk at a time: one future per file is heavy
+            chunk = [p for p, _ in todo[start:start + HASH_CHUNK]]
+            hashes.update(zip(chunk, pool.map(_file_hash, chunk)))
     return hashes, len(todo)
 
 
