@@ -35,6 +35,10 @@ def read_previous(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
+
+
 def describe(name: str, found: Fingerprint, changed: bool) -> str:
     """One line per dataset that has files: what was found, and whether its `prepare` will rerun."""
     if found.absent:
@@ -44,11 +48,12 @@ def describe(name: str, found: Fingerprint, changed: bool) -> str:
     for label, entry in found.doc["inputs"].items():
         if entry.get("exists", True):
             missing = f", {entry['missing']} missing" if entry.get("missing") else ""
-            parts.append(f"{label} {entry['files']} files ({entry['bytes'] / 1e6:.1f} MB{missing})")
+            parts.append(f"{label} {_files(entry['files'])} ({entry['bytes'] / 1e6:.1f} MB{missing})")
         else:
             parts.append(f"{label} {entry['path']} not found")
     state = f"changed: prepare@{name} reruns" if changed else "unchanged"
-    return f"[fingerprint] {name}: {', '.join(parts)}; {state}" + (f" ({found.read} files read)" if found.read else "")
+    read = f" ({_files(found.read)} read)" if found.read else ""
+    return f"[fingerprint] {name}: {', '.join(parts)}; {state}{read}"
 
 
 def main(args: argparse.Namespace) -> None:
