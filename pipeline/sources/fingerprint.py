@@ -45,9 +45,12 @@ class Input:
     files: list[Path] | None = None
 
 
+Row = tuple[str, int, int, int]  # path relative to the input's base, size (-1: missing), mtime_ns, inode
+
+
 @dataclass
 class Scan:
-    """One input as found on disk: each file's path relative to `base` and its stat (size -1: missing)."""
+    """One input as found on disk: each file's path relative to `base` and its stat, as columns."""
     input: Input
     exists: bool
     rel: list[str] = field(default_factory=list)
@@ -56,16 +59,16 @@ class Scan:
     ino: list[int] = field(default_factory=list)
     _paths: list[str] = field(default_factory=list, repr=False)
 
-    def add(self, rel: str, st: os.stat_result | None) -> None:
-        self.rel.append(rel)
-        self.size.append(st.st_size if st else -1)
-        self.mtime_ns.append(st.st_mtime_ns if st else 0)
-        self.ino.append(st.st_ino if st else 0)
+    @classmethod
+    def of(cls, item: Input, rows: list[Row]) -> "Scan":
+        columns = [list(column) for column in zip(*rows)] if rows else [[], [], [], []]
+        return cls(item, True, *columns)
 
     def paths(self) -> list[str]:
-        """Each file's path as the stats file keys it (computed once the scan is complete)."""
+        """Each file's path as the stats file keys it (computed once)."""
         if len(self._paths) != len(self.rel):
-            self._paths = [os.path.join(self.input.base, r) for r in self.rel]
+            prefix = os.path.join(str(self.input.base), "")
+            self._paths = [prefix + r for r in self.rel]
         return self._paths
 
 
@@ -96,9 +99,9 @@ def dataset_inputs(cfg: Mapping[str, Any]) -> list[Input]:
 
 
 # ------------------------------------------------------------------------------ stat every file
-def _walk(base: Path) -> Iterator[tuple[str, os.stat_result]]:
-    """(path relative to base, stat) of every file below `base`, following symbolic links (a root
-    is often a link to a shared copy) but entering each real folder once."""
+def _walk(base: Path) -> Iterator[Row]:
+    """A row for every file below `base`, following symbolic links (a root is often a link to a
+    shared copy) but entering each real folder once."""
     seen: set[tuple[int, int]] = set()
     stack = [(str(base), "")]
     while stack:
@@ -116,30 +119,27 @@ def _walk(base: Path) -> Iterator[tuple[str, os.stat_result]]:
                 if entry.is_dir():
                     stack.append((entry.path, f"{prefix}{entry.name}/"))
                 elif entry.is_file():
-                    yield prefix + entry.name, entry.stat()
+                    st = entry.stat()
+                    yield prefix + entry.name, st.st_size, st.st_mtime_ns, st.st_ino
             except OSError:  # a broken link: no reader sees it either
                 continue
 
 
-def _stat(path: Path) -> os.stat_result | None:
+def _row(path: Path, base: Path) -> Row:
+    rel = os.path.relpath(path, base)
     try:
-        return path.stat()
+        st = path.stat()
     except OSError:
-        return None
+        return rel, -1, 0, 0
+    return rel, st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def scan(item: Input) -> Scan:
     if item.files is not None:
-        found = Scan(item, True)
-        for path in item.files:
-            found.add(os.path.relpath(path, item.base), _stat(path))
-        return found
+        return Scan.of(item, [_row(path, item.base) for path in item.files])
     if not item.base.is_dir():
         return Scan(item, False)
-    found = Scan(item, True)
-    for rel, st in sorted(_walk(item.base)):
-        found.add(rel, st)
-    return found
+    return Scan.of(item, sorted(_walk(item.base)))
 
 
 def listing_digest(scans: list[Scan]) -> str:
@@ -217,9 +217,8 @@ def summarize(scans: list[Scan], hashes: dict[str, str]) -> dict[str, dict[str, 
         if not s.exists:
             out[s.input.label] = {**entry, "exists": False}
             continue
-        digest = hashlib.sha256()
-        for rel, path in zip(s.rel, s.paths()):
-            digest.update(f"{rel}\t{hashes[path]}\n".encode("utf-8", "surrogateescape"))
+        lines = "".join(f"{rel}\t{hashes[path]}\n" for rel, path in zip(s.rel, s.paths()))
+        digest = hashlib.sha256(lines.encode("utf-8", "surrogateescape"))
         missing = sum(1 for path in s.paths() if hashes[path] == MISSING)
         entry.update(files=len(s.rel) - missing, bytes=sum(max(size, 0) for size in s.size),
                      sha256=digest.hexdigest())
