@@ -6,10 +6,14 @@
 # and passes its threads to the stage (`--threads`, i.e. runtime.threads). Logs: logs/<rule>.log.
 # The default target ends with `dvc commit`, so DVC knows the results (`dvc status` is clean).
 from pipeline.config import load_params
-from pipeline.dag import is_directory, job_for, load_stages, params_signature
+from pipeline.dag import is_directory, job_for, load_stages, params_signature, refresh, rule_inputs
 
 PARAMS = load_params("params.yaml")
 STAGES = load_stages(".")
+if workflow.is_main_process:
+    # what DVC runs on every repro: the fingerprint of each dataset's files, rewritten only when
+    # they changed, so its mtime tells Snakemake which prepare reruns (docs/hpc.md)
+    refresh(STAGES)
 ENVIRONMENT = "environment.yml"  # used with --software-deployment-method conda
 
 
@@ -37,7 +41,7 @@ for _stage in STAGES:
         name:
             _stage.rule
         input:
-            _stage.deps,
+            rule_inputs(_stage),
         output:
             _outputs(_stage),
         log:

@@ -45,6 +45,9 @@ def _opt(*flags: str, help: str = "", **kwargs: Any) -> Option:
 
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (
+    Command("fingerprint", "pipeline.stages.fingerprint",
+            "fingerprint every dataset's files (sizes, content hashes): prepare reruns when they change",
+            stage=True, reports_time=False),
     Command("prepare", "pipeline.stages.prepare", "prepare one dataset: manifest + class-disjoint splits",
             target="dataset", stage=True),
     Command("teacher", "pipeline.stages.teacher", "build (embedded) or load (open_clip) the pretrained VLM",

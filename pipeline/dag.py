@@ -23,6 +23,9 @@ class StageSpec:
     deps: list[str]
     outs: list[str]
     params: dict[str, Any] = field(default_factory=dict)  # dotted key → current value
+    # DVC runs it on every repro (`always_changed`); the Snakefile runs it when it is read
+    # (`refresh`), so its rule takes no inputs and no params: it must not rerun on its own
+    always_changed: bool = False
 
     @property
     def rule(self) -> str:
@@ -94,11 +97,44 @@ def load_stages(root: str | Path = ".") -> list[StageSpec]:
                     params.update({k: _lookup(params_tree, k) for k in dep.params})
                 else:
                     deps.append(str(dep.def_path))
-            specs.append(StageSpec(st.name, st.cmd, deps, [str(o.def_path) for o in st.outs], params))
+            specs.append(StageSpec(st.name, st.cmd, deps, [str(o.def_path) for o in st.outs], params,
+                                   bool(st.always_changed)))
+    _split_folder_outputs(specs)
     all_outs = [o for s in specs for o in s.outs]
     for spec in specs:
         spec.deps = _expand(spec.deps, all_outs)
     return specs
+
+
+def _split_folder_outputs(specs: list[StageSpec]) -> None:
+    """A dep on a file inside another stage's output folder (data/fingerprints/<name>.json) makes that
+    file the output, in place of the folder, so each consumer waits for and reruns on its own file
+    (Snakemake dates a folder by the folder, not by the file inside it). DVC links them the same way."""
+    for producer in specs:
+        for folder in [o for o in producer.outs if is_directory(o)]:
+            inside = sorted({d for s in specs for d in s.deps if d.startswith(folder.rstrip("/") + "/")})
+            if inside:
+                at = producer.outs.index(folder)
+                producer.outs[at:at + 1] = inside
+
+
+def refresh(specs: list[StageSpec]) -> None:
+    """Run the stages DVC runs on every repro (the datasets' fingerprints) now, before Snakemake
+    dates any file: their outputs change only when what they describe did."""
+    import subprocess
+    import sys
+
+    for spec in specs:
+        if spec.always_changed:
+            done = subprocess.run(spec.cmd, shell=True, capture_output=True, text=True)
+            print(done.stdout, end="", file=sys.stderr)  # stdout may be a graph (`--rulegraph | dot`)
+            if done.returncode != 0:
+                raise RuntimeError(f"{spec.cmd} failed ({done.returncode}): {done.stderr.strip()}")
+
+
+def rule_inputs(spec: StageSpec) -> list[str]:
+    """What a Snakemake rule waits for: the stage's deps, or none for a stage `refresh` runs."""
+    return [] if spec.always_changed else spec.deps
 
 
 def _expand(deps: list[str], outs: list[str]) -> list[str]:
@@ -121,12 +157,15 @@ def edges(specs: list[StageSpec]) -> set[tuple[str, str]]:
 
 
 def params_signature(spec: StageSpec) -> str:
-    """The stage's params as one JSON string: Snakemake reruns a rule when it changes."""
-    return json.dumps(spec.params, sort_keys=True, default=str)
+    """The stage's params as one JSON string: Snakemake reruns a rule when it changes (never the
+    rule of a stage `refresh` runs)."""
+    return "" if spec.always_changed else json.dumps(spec.params, sort_keys=True, default=str)
 
 
 # ------------------------------------------------------------------ code deps: derived, not hand-written
 DVC_YAML = Path("dvc.yaml")
+# every file of stages: the pipeline, and the fingerprint stage DVC runs on every repro (its own small lock)
+DVC_FILES = (DVC_YAML, Path("fingerprint") / "dvc.yaml")
 CODE_PREFIX = "pipeline/"
 PIPELINE_CMD = re.compile(r"^python -m pipeline (\w+)")
 
@@ -200,13 +239,17 @@ def main(args) -> None:
     if args.affected:
         print("\n".join(affected_stages(Path(args.affected).as_posix())) or f"[dag] no stage imports {args.affected}")
         return
-    differences = sync_code_deps(DVC_YAML, ".", write=args.write)
+    found = {path: sync_code_deps(path, ".", write=args.write) for path in DVC_FILES}
+    differences = {stage: diff for per_file in found.values() for stage, diff in per_file.items()}
+    names = " and ".join(map(str, DVC_FILES))
     if not differences:
-        print(f"[dag] {DVC_YAML}: every stage's code deps are its import closure")
+        print(f"[dag] {names}: every stage's code deps are its import closure")
         return
     print(describe(differences))
     if args.write:
-        print(f"[dag] rewrote the code deps of {len(differences)} stage(s) in {DVC_YAML}")
+        for path, per_file in found.items():
+            if per_file:
+                print(f"[dag] rewrote the code deps of {len(per_file)} stage(s) in {path}")
     elif args.check:
-        raise RuntimeError(f"{DVC_YAML}: code deps of {len(differences)} stage(s) differ from their import closure "
+        raise RuntimeError(f"{names}: code deps of {len(differences)} stage(s) differ from their import closure "
                            f"(listed above): run `python -m pipeline dag --write`")

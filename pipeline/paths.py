@@ -18,6 +18,23 @@ def downloads(dataset: str) -> Path:
     return DATA / "downloads" / dataset
 
 
+def fingerprints() -> Path:
+    """Stage `fingerprint`'s output: one file per dataset (DVC runs the stage on every repro)."""
+    return DATA / "fingerprints"
+
+
+def fingerprint(dataset: str) -> Path:
+    """What one dataset's files are (names, bytes, content hashes): `prepare` depends on it, so it
+    reruns when those files change."""
+    return fingerprints() / f"{dataset}.json"
+
+
+def file_stats(dataset: str) -> Path:
+    """Size, mtime, inode and content hash of every file a dataset reads (outside DVC's outputs):
+    the next fingerprint re-hashes only the files whose size, mtime or inode moved."""
+    return DATA / ".fingerprints" / f"{dataset}.json"
+
+
 def teacher() -> Path:
     """The pretrained model spec (and, for the embedded default, its open_clip local-dir folder)."""
     return DATA / "teacher"

@@ -1,6 +1,7 @@
 """Shared fixtures: offline switches, a throw-away copy of the project, tiny params."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -31,6 +32,15 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900) -> su
 
 
 REPORT_INPUTS = ("reports/tuning.json", "reports/seeds.json")
+# DVC runs the fingerprint stage on every repro (it watches the datasets' files, docs/pipeline.md):
+# every `dvc repro` runs it and `dvc status` lists it as "always changed"
+FINGERPRINT = "fingerprint/dvc.yaml:fingerprint"
+
+
+def outdated_stages(project: Path) -> dict[str, list]:
+    """What `dvc status` says is out of date, less the fingerprint stage's "always changed"."""
+    status = json.loads(run([str(Path(sys.executable).parent / "dvc"), "status", "--json"], project).stdout)
+    return {stage: why for stage, why in status.items() if stage != FINGERPRINT}
 
 
 def copy_project(dest: Path) -> Path:

@@ -12,10 +12,14 @@ from tests.conftest import run
 
 
 def dvc_edges(project: Path) -> tuple[set[str], set[tuple[str, str]]]:
+    """Stage names and edges of `dvc dag` (a stage of another dvc.yaml is shown as <file>:<name>)."""
     dot = run([str(Path(sys.executable).parent / "dvc"), "dag", "--dot"], project).stdout
-    nodes = set(re.findall(r'^\s*"?([\w@.-]+)"?\s*;?\s*$', dot, re.M)) | set(re.findall(r'"([\w@.-]+)"', dot))
-    pairs = set(re.findall(r'"?([\w@.-]+)"?\s*->\s*"?([\w@.-]+)"?', dot))
-    return {n for n in nodes if n not in ("digraph", "strict")}, pairs
+    name = r'[\w@./:-]+'
+    nodes = set(re.findall(rf'^\s*"?({name})"?\s*;?\s*$', dot, re.M)) | set(re.findall(rf'"({name})"', dot))
+    pairs = set(re.findall(rf'"?({name})"?\s*->\s*"?({name})"?', dot))
+    stage = lambda address: address.rsplit(":", 1)[-1]  # noqa: E731
+    return ({stage(n) for n in nodes if n not in ("digraph", "strict")},
+            {(stage(a), stage(b)) for a, b in pairs})
 
 
 def snakemake_edges(project: Path) -> tuple[set[str], set[tuple[str, str]]]:

@@ -285,10 +285,19 @@ def read_folder(root: Path, **_: object) -> Listing:
     return Listing(root, listing_frame(paths, labels, names, splits))
 
 
+def _csv_file(root: Path, annotations: str) -> Path:
+    return Path(annotations) if Path(annotations).is_absolute() else root / annotations
+
+
+def _csv_base(root: Path, csv_file: Path, first_path: str) -> Path:
+    """The folder the CSV's image paths are relative to: `root`, or else the CSV's own folder."""
+    return root if (root / first_path).is_file() else csv_file.parent
+
+
 def read_csv(root: Path, annotations: str, **_: object) -> Listing:
     """A CSV with columns `path,label` and optionally `split`, `class_name`, `caption` (captions
     separated by `|`); paths relative to `root` (or to the CSV's folder)."""
-    csv_file = Path(annotations) if Path(annotations).is_absolute() else root / annotations
+    csv_file = _csv_file(root, annotations)
     if not csv_file.is_file():
         raise FormatError(f"CSV annotations {csv_file} not found")
     table = pl.read_csv(csv_file, infer_schema=False)
@@ -304,5 +313,21 @@ def read_csv(root: Path, annotations: str, **_: object) -> Listing:
     captions = ([[c.strip() for c in (v or "").split("|") if c.strip()] for v in table["caption"].to_list()]
                 if "caption" in table.columns else None)
     paths = table["path"].to_list()
-    base = root if (root / paths[0]).is_file() else csv_file.parent
-    return Listing(base, listing_frame(paths, labels, names, splits, captions))
+    return Listing(_csv_base(root, csv_file, paths[0]), listing_frame(paths, labels, names, splits, captions))
+
+
+def csv_inputs(root: Path, annotations: str, **_: object) -> list[tuple[str, Path, list[Path]]]:
+    """The files `read_csv` reads, as (label, folder, files) groups: the CSV itself and every image it
+    lists (what `prepare` of a csv dataset depends on, pipeline.sources.fingerprint). A CSV that is
+    missing or unreadable is listed alone: `prepare` then reruns and says what is wrong with it."""
+    csv_file = _csv_file(root, annotations)
+    groups = [("annotations", csv_file.parent, [csv_file])]
+    try:
+        paths = pl.read_csv(csv_file, infer_schema=False)["path"].to_list() if csv_file.is_file() else []
+    except (pl.exceptions.PolarsError, OSError):
+        paths = []
+    paths = [p for p in paths if p]
+    if paths:
+        base = _csv_base(root, csv_file, paths[0])
+        groups.append(("images", base, [base / p for p in paths]))
+    return groups

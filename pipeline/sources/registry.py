@@ -5,7 +5,8 @@ manifest rows and their metadata) or read from files (a local `root` or `downloa
 takes the folder and returns a `formats.Listing`, which `pipeline.sources.datasets` splits and
 checks the same way for all). Readers are named by their dotted path and imported only when a
 dataset is prepared, so validating params loads none of them. A new source is one entry here plus
-its reader.
+its reader (and, if its reader reads files other than those below `root`, a function naming them:
+`inputs`, so that a change to them reruns `prepare`).
 """
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ class Source:
     annotations: str | None = None        # default name of the annotation file (`datasets.<name>.annotations`)
     needs_annotations: bool = False       # no default: the user names the file
     check: Any = None                     # (cfg) -> [(key, problem)] for the source's own options
+    # dotted name of (root, annotations=...) -> [(label, folder, files)]: the files its reader reads,
+    # which `prepare` depends on (pipeline.sources.fingerprint); None: every file below `root`
+    inputs: str | None = None
 
 
 def _check_classes(cfg: Any) -> list[tuple[str, str]]:
@@ -80,7 +84,7 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
     Source("folder", f"{_FORMATS}.read_folder",
            "your own images as <root>/<class>/<image> or <root>/{train,val,test}/<class>/<image>"),
     Source("csv", f"{_FORMATS}.read_csv", "your own CSV of path,label[,split,class_name,caption] "
-           "(datasets.<name>.annotations)", needs_annotations=True),
+           "(datasets.<name>.annotations)", needs_annotations=True, inputs=f"{_FORMATS}.csv_inputs"),
 )}
 
 
