@@ -254,6 +254,7 @@ def test_search_by_text_ranks_like_the_exported_model_and_finds_the_named_class(
     from pipeline.stages import search
     from pipeline.stages.common import eval_sets
     from pipeline.stages.encoders import load_teacher
+    from pipeline.stages.searching import search_settings
 
     params = params_of(built)
     sets = eval_sets(params)
@@ -287,7 +288,7 @@ def test_search_by_text_ranks_like_the_exported_model_and_finds_the_named_class(
     labels = rows["label"].to_numpy()
     first_hit_right, precision = [], []
     for (label, class_name), query in zip(classes.iter_rows(), queries):
-        top = search.results(index, query[None], 5, params.index.nprobe, rows)
+        top = search.results(index, query[None], 5, search_settings(params, device="cpu"), rows)
         first_hit_right.append(top["label"][0] == label and top["class_name"][0] == class_name)
         precision.append(float((top["label"] == label).mean()))
     chance = float(np.mean([np.mean(labels == lab) for lab in classes["label"]]))
@@ -307,12 +308,17 @@ def test_evaluation_through_id_mapped_indices_is_exact(built: Path, monkeypatch:
 
     monkeypatch.chdir(built)
     params = params_of(built)
-    stored = json.loads((built / "data" / "eval" / "infuse.json").read_text())["image_image"]
+    record = json.loads((built / "data" / "eval" / "infuse.json").read_text())
+    stored = record["image_image"]
     exact = image_image(params, stored_embeddings("infuse"), "exact")  # no index: brute-force kNN
     assert stored == exact
+    # what was searched, and how, is recorded next to the results
+    meta = json.loads((built / "data" / "indices" / "infuse" / "index.json").read_text())
+    assert record["search"] == {"index": "flat", "device": "cpu"} and meta["search"] == {"device": "cpu"}
     for name in stored:
         index = faiss.read_index(str(built / "data" / "indices" / "infuse" / f"{name}.faiss"))
         assert isinstance(index, faiss.IndexIDMap2) and index_ids(index) is not None
+        assert meta["sets"][name] == {"vectors": index.ntotal}
 
 
 @pytest.mark.slow

@@ -36,17 +36,25 @@ def dry_run_jobs(output: str) -> dict[str, dict]:
     return jobs
 
 
-@pytest.fixture(scope="module")
-def slurm_dry_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict]]:
-    """A dry run under profiles/slurm, with an account set the way a user sets one in the profile."""
-    project = copy_project(tmp_path_factory.mktemp("hpc") / "project")
+def slurm_dry_run_of(project: Path, *configure: str) -> dict[str, dict]:
+    """The jobs of a dry run under profiles/slurm (after `configure` with these overrides, if any),
+    with an account set the way a user sets one in the profile."""
+    if configure:
+        run([sys.executable, "-m", "pipeline", "configure", *configure], project)
     profile = project / "profiles" / "slurm" / "config.yaml"
     settings = yaml.safe_load(profile.read_text())
     settings["default-resources"] = {"slurm_account": "proj42"}
     profile.write_text(yaml.safe_dump(settings))
     out = run([str(Path(sys.executable).parent / "snakemake"), "-n", "--profile", "profiles/slurm",
                "--printshellcmds", "--cores", str(CORES)], project)
-    return project, dry_run_jobs(out.stdout)
+    return dry_run_jobs(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def slurm_dry_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict]]:
+    """A dry run of the embedded default under profiles/slurm."""
+    project = copy_project(tmp_path_factory.mktemp("hpc") / "project")
+    return project, slurm_dry_run_of(project)
 
 
 def submitted(project: Path) -> list:
@@ -87,6 +95,26 @@ def test_encoder_stages_get_a_gpu_and_light_stages_run_on_the_submit_host(
         assert jobs[spec.rule]["resources"]["slurm_partition"] == ("gpu" if gpu else "cpu")
         assert job_for(spec, params, {}).local == (spec.kind in LIGHT_STAGES), spec.rule
     assert jobs["finetune__infuse"]["threads"] > jobs["report"]["threads"]
+
+
+def test_the_paper_preset_submits_index_and_evaluate_as_sized_cluster_jobs(tmp_path: Path) -> None:
+    """Exact search at the paper's set sizes is O(N²): no longer a 2-thread job on the submit host.
+    (A dry run does not print whether a rule is local: the Snakefile's `localrule:` is job_for's.)"""
+    project = copy_project(tmp_path / "project")
+    jobs = slurm_dry_run_of(project, "experiment=paper_sop_siglip")
+    params = load_params(project / "params.yaml")
+    sized = {"index": (16, 16000, 60), "evaluate": (16, 16000, 60)}  # conf/experiment/paper_sop_siglip.yaml
+    specs = [s for s in load_stages(project) if s.kind in sized]
+    assert {s.kind for s in specs} == set(sized) and len(specs) == 2 * len(params.methods)
+    for spec in specs:
+        job = jobs[spec.rule]
+        assert not job_for(spec, params, {}).local, spec.rule
+        assert (job["threads"], int(job["resources"]["mem_mb"]), int(job["resources"]["runtime"])) == sized[spec.kind]
+        assert int(job["resources"]["gpu"]) == 0 and job["resources"]["slurm_partition"] == "cpu", spec.rule
+        assert job["shell"].startswith(f"{spec.cmd} --threads 16 ")
+    # the embedded default keeps them light
+    default = load_params(ROOT / "params.yaml")
+    assert all(default.resources[kind].local and default.resources[kind].threads == 2 for kind in sized)
 
 
 def test_data_parallel_finetune_asks_for_one_gpu_threads_and_memory_per_process() -> None:

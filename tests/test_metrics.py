@@ -1,6 +1,7 @@
 """Metrics against slow, obviously-correct reference loops and hand-computed cases (docs/method.md#metrics)."""
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 
@@ -320,26 +321,69 @@ def test_map_at_r_with_a_separate_gallery_and_a_small_search_budget() -> None:
     emb, labels = clustered(n_classes=6, per_class=40, seed=1)
     queries, gallery = np.arange(0, len(labels), 3), np.setdiff1d(np.arange(len(labels)), np.arange(0, len(labels), 3))
     index = retrieval.build_index(emb[gallery])
-    _, ids = retrieval.knn(emb[queries], None, 5, exclude_self=False, index=index)
-    rel = metrics.relevance(labels[queries], labels[gallery], ids)
     n_pos = metrics.count_positives(labels[queries], labels[gallery], exclude_self=False)
-    per_query = evaluation.map_at_r_exact(index, emb[queries], rel, n_pos, False,
-                                          lambda rows, found: metrics.relevance(labels[queries][rows], labels[gallery],
-                                                                                found), budget=100)  # 3 queries a chunk
+    relevant = lambda rows, found: metrics.relevance(labels[queries][rows], labels[gallery], found)  # noqa: E731
+    # budget 100: 100 // (R + 1) = 3 queries a chunk
+    rel, per_query = evaluation.ranked_relevance(index, emb[queries], n_pos, 5, False, relevant, budget=100)
     assert per_query.mean() == pytest.approx(
         slow_map_at_r(emb[queries], labels[queries], emb[gallery], labels[gallery], exclude_self=False), abs=1e-9)
+    _, ids = retrieval.knn(emb[queries], None, 5, exclude_self=False, index=index)
+    assert np.array_equal(rel, metrics.relevance(labels[queries], labels[gallery], ids))
 
 
-def test_map_at_r_needs_no_second_search_when_every_class_fits_in_k() -> None:
-    from pipeline.lib import evaluation
+def test_every_query_is_searched_once_at_the_width_its_class_needs() -> None:
+    from pipeline.lib.evaluation import width_groups
 
-    emb, labels = clustered(n_classes=100, per_class=8, seed=2)
-    index = retrieval.build_index(emb)
-    _, ids = retrieval.knn(emb, emb, 20, exclude_self=True, index=index)
-    rel, n_pos = metrics.relevance(labels, labels, ids), metrics.count_positives(labels, labels, True)
-    # an index that fails on any search proves the first k columns were enough
-    exact = evaluation.map_at_r_exact(None, emb, rel, n_pos, True, lambda rows, found: 1 / 0)
-    assert exact.mean() == pytest.approx(slow_map_at_r(emb, labels, emb, labels, True), abs=1e-9)
+    n_pos = np.array([3, 30, 7, 25, 30, 1])
+    groups = width_groups(n_pos, k=10)
+    assert [(rows.tolist(), width) for rows, width in groups] == [([0, 2, 5], 10), ([1, 3, 4], 30)]
+    assert [(rows.tolist(), width) for rows, width in width_groups(n_pos, k=10, with_map_at_r=False)] == \
+        [([0, 1, 2, 3, 4, 5], 10)]
+    assert [(rows.tolist(), width) for rows, width in width_groups(np.array([4, 2, 9]), k=10)] == [([0, 1, 2], 10)]
+    # one huge class: the other large classes are not made to pay for its width
+    n_pos = np.concatenate([np.full(1200, 11), np.full(800, 799)])
+    groups = width_groups(n_pos, k=5)
+    assert [(len(rows), width) for rows, width in groups] == [(1200, 11), (800, 799)]
+    n_pos = np.concatenate([np.full(1000, 3), np.full(1200, 11), np.full(800, 799)])
+    assert [(len(rows), width) for rows, width in width_groups(n_pos, k=5)] == [(1000, 5), (1200, 11), (800, 799)]
+    assert sorted(np.concatenate([rows for rows, _ in width_groups(n_pos, k=5)]).tolist()) == list(range(3000))
+
+
+def huge_and_moderate(seed: int = 6):
+    """100 classes of 12 and one of 800 (16-d): MAP@R needs R = 11 for most queries, 799 for some."""
+    rng = np.random.default_rng(seed)
+    labels = np.concatenate([np.repeat(np.arange(100), 12), np.full(800, 100)])
+    centres = rng.normal(size=(101, 16))
+    return retrieval.l2_normalize(centres[labels] + 1.5 * rng.normal(size=(len(labels), 16))), labels
+
+
+def test_map_at_r_is_exact_with_a_huge_class_searched_apart() -> None:
+    from pipeline.lib.evaluation import knn_retrieval, width_groups
+
+    emb, labels = huge_and_moderate()
+    n_pos = metrics.count_positives(labels, labels, True)
+    assert [width for _, width in width_groups(n_pos, 5)] == [11, 799]  # no query needs only k = 5
+    got = knn_retrieval(emb, labels, 5, (1, 5))
+    # float32 scores against the float64 reference: a near-tie deep in a list of R = 799 may swap (~1e-9);
+    # the huge class truncated to 11 columns would give 0.029 instead of 0.222
+    assert got["map@r"] == pytest.approx(slow_map_at_r(emb, labels, emb, labels, exclude_self=True), abs=1e-7)
+    _, ids = retrieval.knn(emb, emb, 5, exclude_self=True)
+    plain = metrics.ranking_metrics(metrics.relevance(labels, labels, ids), n_pos, ks=(1, 5))
+    assert {k: v for k, v in got.items() if k not in ("map@r", "queries")} == plain
+
+
+def test_exact_map_at_r_searches_each_query_once() -> None:
+    """FAISS's own count of IVF queries (every list probed: an exact search) is the number of
+    queries: no second search, whether the large classes share one width or the huge one has its own."""
+    from pipeline.lib.evaluation import knn_retrieval
+
+    stats = faiss.cvar.indexIVF_stats
+    for emb, labels in (clustered(), huge_and_moderate()):
+        ivf = retrieval.build_index(emb, "ivf", nlist=16)
+        stats.reset()
+        got = knn_retrieval(emb, labels, 5, (1, 5), index=ivf, settings=retrieval.SearchSettings(nprobe=16))
+        assert stats.nq == len(labels)
+        assert got == knn_retrieval(emb, labels, 5, (1, 5))  # all lists probed: the exact metrics
 
 
 def test_merged_index_map_at_r_is_exact() -> None:

@@ -102,9 +102,9 @@ def test_search_clips_k_and_pads_unfilled_ids() -> None:
     # IVF probing one of several lists cannot fill k = ntotal: FAISS's -1 is kept
     base = retrieval.l2_normalize(rng.normal(size=(400, 4)))
     ivf = retrieval.build_index(base, "ivf", nlist=8)
-    _, i = retrieval.search(ivf, base, 400, nprobe=1)
+    _, i = retrieval.search(ivf, base, 400, settings=retrieval.SearchSettings(nprobe=1))
     assert i.shape == (400, 400) and (i == -1).any() and i.min() == -1
-    _, i = retrieval.search(ivf, base, 400, nprobe=8)
+    _, i = retrieval.search(ivf, base, 400, settings=retrieval.SearchSettings(nprobe=8))
     assert (i >= 0).all()
     assert ivf.nprobe == 1  # FAISS's default, untouched: nprobe is a per-call parameter
 
@@ -135,7 +135,8 @@ def test_recall_against_exact() -> None:
     exact = retrieval.search(retrieval.build_index(base, "flat"), base, 10)[1]
     assert retrieval.recall_against_exact(exact, exact) == 1.0
     for kind, nprobe in (("ivf", 1), ("hnsw", None)):
-        approx = retrieval.search(retrieval.build_index(base, kind, nlist=32), base, 10, nprobe=nprobe)[1]
+        approx = retrieval.search(retrieval.build_index(base, kind, nlist=32), base, 10,
+                                  settings=retrieval.SearchSettings(nprobe=nprobe))[1]
         r = retrieval.recall_against_exact(approx, exact)
         assert 0.0 <= r <= 1.0
         # reference: a set intersection per query
@@ -155,13 +156,13 @@ def test_id_mapped_index_answers_with_ids_and_unwraps_to_positions(kind: str, tm
     stored = faiss.read_index(str(tmp_path / "set.faiss"))
     assert np.array_equal(retrieval.index_ids(stored), ids)
     plain = retrieval.build_index(base, kind, nlist=4)
-    by_id = retrieval.search(stored, base, 5, nprobe=4)
-    by_position = retrieval.search(plain, base, 5, nprobe=4)
+    by_id = retrieval.search(stored, base, 5, settings=retrieval.SearchSettings(nprobe=4))
+    by_position = retrieval.search(plain, base, 5, settings=retrieval.SearchSettings(nprobe=4))
     assert np.array_equal(by_id[1], ids[by_position[1]]) and np.allclose(by_id[0], by_position[0])
     # evaluation's view: positions again, after checking the index holds exactly these rows
     inner = retrieval.positional(stored, ids)
     del stored  # the unwrapped index keeps its owner alive
-    assert np.array_equal(retrieval.search(inner, base, 5, nprobe=4)[1], by_position[1])
+    assert np.array_equal(retrieval.search(inner, base, 5, settings=retrieval.SearchSettings(nprobe=4))[1], by_position[1])
     with pytest.raises(ValueError, match="rebuild the index"):
         retrieval.positional(faiss.read_index(str(tmp_path / "set.faiss")), ids[::-1])
     with pytest.raises(ValueError, match="one id per embedding"):
@@ -172,9 +173,9 @@ def test_nprobe_reaches_an_id_mapped_ivf_index() -> None:
     rng = np.random.default_rng(6)
     base = retrieval.l2_normalize(rng.normal(size=(400, 4)))
     ivf = retrieval.build_index(base, "ivf", nlist=8, ids=np.arange(400) + 1000)
-    _, i = retrieval.search(ivf, base, 400, nprobe=1)
+    _, i = retrieval.search(ivf, base, 400, settings=retrieval.SearchSettings(nprobe=1))
     assert (i == -1).any()
-    _, i = retrieval.search(ivf, base, 400, nprobe=8)
+    _, i = retrieval.search(ivf, base, 400, settings=retrieval.SearchSettings(nprobe=8))
     assert (i >= 1000).all()
 
 

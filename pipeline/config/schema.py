@@ -172,6 +172,9 @@ class FewShotCfg:
     settings: dict[str, Any] = field(default_factory=dict)  # FewShotSettings overrides
 
 
+INDEX_DEVICES = ("cpu", "cuda", "auto")  # index.device: auto follows runtime.device
+
+
 @dataclass
 class CoverageCfg:
     """The coverage figure of each evaluation set (stage `coverage`)."""
@@ -181,9 +184,14 @@ class CoverageCfg:
 
 @dataclass
 class IndexCfg:
+    """The `index` stage's FAISS indices and how every search of them runs (evaluate, search)."""
     kind: str = "flat"            # flat (exact) | ivf | hnsw
-    nlist: int = 64
-    nprobe: int = 8
+    nlist: int = 64               # IVF lists (fewer on a gallery under 39 vectors per list)
+    nprobe: int = 8               # IVF lists visited per query, in every search of the index
+    hnsw_m: int = 32              # HNSW links per vector
+    ef_search: int = 64           # HNSW candidate list per query, in every search of the index
+    recall_queries: int = 10000   # approximate kinds: queries (a seeded draw) of the recall check
+    device: str = "cpu"           # cpu (FAISS) | cuda (exact torch top-k on the GPU, flat only) | auto
 
 
 @dataclass

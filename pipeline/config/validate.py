@@ -5,7 +5,7 @@ import dataclasses
 
 from pipeline.config.keys import ConfigError, suggestion, unknown_key
 from pipeline.config.methods import recipes
-from pipeline.config.schema import DatasetCfg, FewShotSettings, FinetuneCfg, Params, VERIFY_MODES
+from pipeline.config.schema import DatasetCfg, FewShotSettings, FinetuneCfg, INDEX_DEVICES, Params, VERIFY_MODES
 from pipeline.lib import retention
 from pipeline.lib.recipes import FEWSHOT_METHODS, SUITE_WIDE
 from pipeline.sources.registry import SOURCES
@@ -226,8 +226,20 @@ def _validate_methods(params: Params) -> None:
     _positive(params.qualitative.neighbours, "qualitative.neighbours")
 
 
+def _validate_index(params: Params) -> None:
+    ix = params.index
+    _one_of(ix.kind, ("flat", "ivf", "hnsw"), "index.kind")
+    for key in ("nlist", "nprobe", "ef_search", "recall_queries"):
+        _positive(getattr(ix, key), f"index.{key}")
+    _require(ix.nprobe <= ix.nlist, "index.nprobe", f"{ix.nprobe} probes more lists than index.nlist = {ix.nlist}")
+    _require(ix.hnsw_m >= 2, "index.hnsw_m", f"must be >= 2 (links per vector), got {ix.hnsw_m}")
+    _one_of(ix.device, INDEX_DEVICES, "index.device")
+    _require(ix.device != "cuda" or ix.kind == "flat", "index.device",
+             f"cuda searches exactly (torch) and needs index.kind=flat, not {ix.kind}: "
+             "FAISS searches an approximate index on the CPU")
+
+
 def _validate_eval(params: Params) -> None:
-    _one_of(params.index.kind, ("flat", "ivf", "hnsw"), "index.kind")
     _positive(params.coverage.max_images, "coverage.max_images")
     _positive(params.eval.k, "eval.k")
     _require(all(k > 0 for k in params.eval.ks), "eval.ks", "all entries must be > 0")
@@ -248,5 +260,6 @@ def validate(params: Params) -> None:
     _validate_teacher(params)
     _validate_methods(params)
     _validate_fewshot(params)
+    _validate_index(params)
     _validate_eval(params)
     _validate_resources(params)

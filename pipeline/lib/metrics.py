@@ -26,27 +26,33 @@ def _codes(labels: np.ndarray, domains: np.ndarray | None) -> np.ndarray:
     return lab.reshape(-1).astype(np.int64) * (int(dom.max(initial=0)) + 1) + dom.reshape(-1)
 
 
-def _joint_codes(query_labels, index_labels, query_domains, index_domains) -> tuple[np.ndarray, np.ndarray]:
-    """(query codes, index codes) from one shared vocabulary; domains count only when both are given."""
+def joint_codes(query_labels, index_labels, query_domains=None, index_domains=None) -> tuple[np.ndarray, np.ndarray]:
+    """(query codes, index codes) from one shared vocabulary: equal codes = relevant. Domains count
+    only when both are given. Computed once per set, so relevance per chunk of queries is a lookup."""
     both = query_domains is not None and index_domains is not None
     codes = _codes(np.concatenate([np.asarray(query_labels), np.asarray(index_labels)]),
                    np.concatenate([np.asarray(query_domains), np.asarray(index_domains)]) if both else None)
     return codes[:len(query_labels)], codes[len(query_labels):]
 
 
+def coded_relevance(query_codes: np.ndarray, index_codes: np.ndarray, neighbor_ids: np.ndarray) -> np.ndarray:
+    """rel [Q,k] bool from `joint_codes`: neighbour j is relevant to query q when their codes are
+    equal; id -1 (a slot the index could not fill) is never relevant."""
+    ids = np.asarray(neighbor_ids)
+    valid = ids >= 0
+    return (index_codes[np.where(valid, ids, 0)] == query_codes[:, None]) & valid
+
+
 def relevance(query_labels: np.ndarray, index_labels: np.ndarray, neighbor_ids: np.ndarray,
               query_domains: np.ndarray | None = None, index_domains: np.ndarray | None = None) -> np.ndarray:
     """rel [Q,k] bool: same label (and same domain, for a merged multi-domain index); id -1 is never relevant."""
-    q, i = _joint_codes(query_labels, index_labels, query_domains, index_domains)
-    ids = np.asarray(neighbor_ids)
-    valid = ids >= 0
-    return (i[np.where(valid, ids, 0)] == q[:, None]) & valid
+    return coded_relevance(*joint_codes(query_labels, index_labels, query_domains, index_domains), neighbor_ids)
 
 
 def count_positives(query_labels: np.ndarray, index_labels: np.ndarray, exclude_self: bool,
                     query_domains: np.ndarray | None = None, index_domains: np.ndarray | None = None) -> np.ndarray:
     """n_q [Q] int64: index items relevant to each query, minus the query itself when `exclude_self`."""
-    q, i = _joint_codes(query_labels, index_labels, query_domains, index_domains)
+    q, i = joint_codes(query_labels, index_labels, query_domains, index_domains)
     counts = np.bincount(i, minlength=int(max(q.max(initial=-1), i.max(initial=-1))) + 1)
     return counts[q].astype(np.int64) - int(exclude_self)
 
@@ -76,7 +82,7 @@ def map_at_r(rel: np.ndarray, n_pos: np.ndarray) -> np.ndarray:
     """Per-query MAP@R (Musgrave et al.): (1/R) Σ_{r≤R} P@r·rel_r with R = n_q; 0 when R = 0.
 
     Exact only for rows with >= R columns; a row with fewer (R > k) counts the missing ranks as
-    misses, a lower bound: `evaluation.map_at_r_exact` searches those queries again with k = R.
+    misses, a lower bound: `evaluation.ranked_relevance` searches each query R columns deep.
     """
     r = np.asarray(rel, bool).astype(np.float64)
     n_pos = np.asarray(n_pos, np.int64)

@@ -2,11 +2,42 @@
 
 Stored indices carry ids (`IndexIDMap2`: the manifest row id of each vector), so a search answers
 with images, not positions; evaluation searches the wrapped index, whose answers are positions.
+Every search takes one `SearchSettings`: the IVF lists probed, the HNSW candidate list, and
+whether an exact search runs on the CPU (FAISS) or on a CUDA GPU (torch, `pipeline.lib.torch_search`).
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import faiss
 import numpy as np
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How an index is searched. A stored index keeps FAISS's defaults (nprobe 1, efSearch 16), so
+    the values are passed to every search call instead: the first k, MAP@R's second search, the
+    recall check, `python -m pipeline search`."""
+    nprobe: int | None = None     # IVF: inverted lists visited per query (None: the index's own)
+    ef_search: int | None = None  # HNSW: candidate list size per query (None: the index's own)
+    device: str = "cpu"           # cpu: FAISS; cuda: exact top-k on the GPU with torch (flat indices)
+
+    def faiss_params(self, index: faiss.Index) -> faiss.SearchParameters | None:
+        """FAISS's per-call parameters for this index (None where nothing applies: flat, or unset)."""
+        base = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+        if isinstance(base, faiss.IndexIVF) and self.nprobe:
+            return faiss.SearchParametersIVF(nprobe=self.nprobe)
+        if isinstance(base, faiss.IndexHNSW) and self.ef_search:
+            return faiss.SearchParametersHNSW(efSearch=self.ef_search)
+        return None
+
+    def record(self, kind: str) -> dict:
+        """What applies to an index of `kind` (flat, ivf, hnsw), for index.json and the eval JSON."""
+        applies = {"flat": ("device",), "ivf": ("device", "nprobe"), "hnsw": ("device", "ef_search")}[kind]
+        return {key: value for key, value in asdict(self).items() if key in applies}
+
+
+EXACT = SearchSettings()  # a flat index searched by FAISS on the CPU
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -70,19 +101,30 @@ def positional(index: faiss.Index, ids: np.ndarray) -> faiss.Index:
     return inner
 
 
+def on_device(index: faiss.Index, device: str) -> faiss.Index:
+    """The index to search on `device`: itself for 'cpu'; for 'cuda' an exact torch copy of a flat
+    index on the GPU (same `ntotal` / `search` API; GPU FAISS is not installed)."""
+    if device == "cpu":
+        return index
+    if device != "cuda":
+        raise ValueError(f"unknown search device {device!r} (expected 'cpu' or 'cuda')")
+    from pipeline.lib.torch_search import TorchFlatIP
+
+    return TorchFlatIP.of(index)
+
+
 def search(index: faiss.Index, queries: np.ndarray, k: int, chunk_size: int = 8192,
-           nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+           settings: SearchSettings = EXACT) -> tuple[np.ndarray, np.ndarray]:
     """(scores float32 [Q,k], ids int64 [Q,k]), best first, searched `chunk_size` queries at a time.
 
     k is clipped to index.ntotal; ids FAISS could not fill (IVF with few probed lists) are -1.
-    `nprobe` applies to IVF indices only and is passed per call, so the index is not mutated.
+    `settings.nprobe` / `ef_search` are passed per call, so the index is not mutated.
     """
     k = min(k, index.ntotal)
     q = np.ascontiguousarray(queries, np.float32)
     if k <= 0:
         return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
-    base = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
-    params = faiss.SearchParametersIVF(nprobe=nprobe) if nprobe and isinstance(base, faiss.IndexIVF) else None
+    params = settings.faiss_params(index) if isinstance(index, faiss.Index) else None
     scores, ids = np.empty((len(q), k), np.float32), np.empty((len(q), k), np.int64)
     for start in range(0, len(q), chunk_size):
         scores[start:start + chunk_size], ids[start:start + chunk_size] = index.search(
@@ -91,8 +133,9 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, chunk_size: int = 81
 
 
 def knn(queries: np.ndarray, index_embeddings: np.ndarray | None, k: int, exclude_self: bool,
-        index: faiss.Index | None = None, chunk_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-    """Exact kNN (scores, ids), exactly min(k, ntotal - exclude_self) columns.
+        index: faiss.Index | None = None, chunk_size: int = 8192,
+        settings: SearchSettings = EXACT) -> tuple[np.ndarray, np.ndarray]:
+    """kNN (scores, ids), exactly min(k, ntotal - exclude_self) columns (exact unless `index` is not).
 
     With `exclude_self` (query i is index item i) k+1 neighbours are searched and the query's own
     id is removed from its row by id, not by assuming it ranks first: a duplicate vector ties with
@@ -100,26 +143,28 @@ def knn(queries: np.ndarray, index_embeddings: np.ndarray | None, k: int, exclud
     """
     index = index if index is not None else build_index(index_embeddings, "flat")
     if not exclude_self:
-        return search(index, queries, k, chunk_size)
+        return search(index, queries, k, chunk_size, settings)
     if len(queries) != index.ntotal:
         raise ValueError(f"exclude_self needs the query set to be the index set "
                          f"({len(queries)} queries, {index.ntotal} indexed)")
-    return search_excluding(index, queries, np.arange(len(queries)), k, chunk_size)
+    return search_excluding(index, queries, np.arange(len(queries)), k, chunk_size, settings)
 
 
-def neighbours_of(rows: np.ndarray, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def neighbours_of(rows: np.ndarray, embeddings: np.ndarray, k: int,
+                  settings: SearchSettings = EXACT) -> tuple[np.ndarray, np.ndarray]:
     """Exact kNN (scores, positions) of some items of `embeddings` among all of them, each item
     itself excluded as in `knn(..., exclude_self=True)`; costs len(rows) queries, not len(embeddings)."""
     rows = np.asarray(rows, np.int64)
-    return search_excluding(build_index(embeddings, "flat"), np.asarray(embeddings)[rows], rows, k)
+    index = on_device(build_index(embeddings, "flat"), settings.device)
+    return search_excluding(index, np.asarray(embeddings)[rows], rows, k, settings=settings)
 
 
 def search_excluding(index: faiss.Index, queries: np.ndarray, own_ids: np.ndarray, k: int,
-                     chunk_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+                     chunk_size: int = 8192, settings: SearchSettings = EXACT) -> tuple[np.ndarray, np.ndarray]:
     """The k neighbours of each query other than itself (query i is index item own_ids[i]): k+1 are
     searched and the own id dropped by id (a duplicate vector may rank first; if the own id is
     absent, the last is dropped); min(k, ntotal − 1) columns."""
-    scores, ids = search(index, queries, k + 1, chunk_size)
+    scores, ids = search(index, queries, k + 1, chunk_size, settings)
     if ids.shape[1] == 0:
         return scores, ids
     own = ids == np.asarray(own_ids)[:, None]
@@ -128,6 +173,28 @@ def search_excluding(index: faiss.Index, queries: np.ndarray, own_ids: np.ndarra
     keep[np.arange(len(ids)), drop] = False
     width = ids.shape[1] - 1
     return scores[keep].reshape(-1, width), ids[keep].reshape(-1, width)
+
+
+def sample_rows(n: int, limit: int, seed: int = 0) -> np.ndarray:
+    """At most `limit` of the positions 0..n-1, drawn without replacement with `seed`, in increasing
+    order; all of them when n <= limit."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def recall_vs_exact(index: faiss.Index, gallery: np.ndarray, queries: np.ndarray, k: int,
+                    settings: SearchSettings, own_ids: np.ndarray | None = None) -> float:
+    """recall@k of `index` searched with `settings` against exact search of `gallery` (the vectors
+    it holds, in its order), for these queries only; with `own_ids` (query i is gallery item
+    own_ids[i]) each query's own item is excluded from both lists, as evaluation excludes it."""
+    exact = build_index(gallery, "flat")
+    if own_ids is None:
+        approx_ids, exact_ids = search(index, queries, k, settings=settings)[1], search(exact, queries, k)[1]
+    else:
+        approx_ids = search_excluding(index, queries, own_ids, k, settings=settings)[1]
+        exact_ids = search_excluding(exact, queries, own_ids, k)[1]
+    return recall_against_exact(approx_ids, exact_ids)
 
 
 def recall_against_exact(approx_ids: np.ndarray, exact_ids: np.ndarray, chunk_size: int = 4096) -> float:

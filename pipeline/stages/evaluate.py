@@ -20,17 +20,20 @@ from pipeline import paths
 from pipeline.config import Params, load_params
 from pipeline.lib.evaluation import image_text, knn_retrieval, merged_knn_retrieval, zero_shot
 from pipeline.lib.metrics import at
-from pipeline.lib.retrieval import positional
+from pipeline.lib.retrieval import EXACT, SearchSettings, positional
 from pipeline.stages.common import EmbeddingLoader, eval_sets, select_rows, set_kind, stored_embeddings
+from pipeline.stages.searching import search_settings
 
 IndexLoader = Callable[[str], faiss.Index]  # evaluation set name → its gallery's index
 
 
-def image_image(params: Params, load: EmbeddingLoader, label: str, indices: IndexLoader | None = None) -> dict:
+def image_image(params: Params, load: EmbeddingLoader, label: str, indices: IndexLoader | None = None,
+                settings: SearchSettings = EXACT) -> dict:
     """kNN metrics of every image-image set; exact search when no prebuilt index is given.
 
     A stored index answers with manifest ids; it is searched through its positional inner index
-    (checked to hold exactly the set's rows), so metrics see gallery positions as before.
+    (checked to hold exactly the set's rows), so metrics see gallery positions as before, with
+    `settings` (index.nprobe / index.ef_search, the device) in every search, MAP@R's included.
     """
     out = {}
     for name, (domain, cfg) in eval_sets(params).items():
@@ -39,17 +42,18 @@ def image_image(params: Params, load: EmbeddingLoader, label: str, indices: Inde
         if cfg.index_split:
             g_emb, g_labels, g_ids = select_rows(load, cfg, cfg.index_split)
             index = positional(stored, g_ids) if stored is not None else None
-            m = knn_retrieval(q_emb, q_labels, params.eval.k, params.eval.ks, g_emb, g_labels, index=index)
+            m = knn_retrieval(q_emb, q_labels, params.eval.k, params.eval.ks, g_emb, g_labels, index=index,
+                              settings=settings)
         else:
             index = positional(stored, q_ids) if stored is not None else None
-            m = knn_retrieval(q_emb, q_labels, params.eval.k, params.eval.ks, index=index)
+            m = knn_retrieval(q_emb, q_labels, params.eval.k, params.eval.ks, index=index, settings=settings)
         out[name] = {"domain": domain, "kind": set_kind(params, cfg), **m}
         print(f"[evaluate {label}] {name:>10} ({domain}): mAP@{params.eval.k} {100 * m[at('map', params.eval.k)]:.2f}"
               f"  top-1 {100 * m['top_1']:.2f}")
     return out
 
 
-def merged(params: Params, load: EmbeddingLoader, label: str) -> dict:
+def merged(params: Params, load: EmbeddingLoader, label: str, settings: SearchSettings = EXACT) -> dict:
     """Every query set against the union of all galleries (same label and same set to count)."""
     sets = {}
     for name, (_, cfg) in eval_sets(params).items():
@@ -57,7 +61,7 @@ def merged(params: Params, load: EmbeddingLoader, label: str) -> dict:
             continue
         emb, labels, _ = select_rows(load, cfg, cfg.split)
         sets[name] = (emb, labels)
-    out = merged_knn_retrieval(sets, params.eval.k, params.eval.ks) if len(sets) > 1 else {}
+    out = merged_knn_retrieval(sets, params.eval.k, params.eval.ks, settings) if len(sets) > 1 else {}
     for name, m in out.items():
         print(f"[evaluate {label}] {name:>10} (merged): mAP@{params.eval.k} {100 * m[at('map', params.eval.k)]:.2f}")
     return out
@@ -88,11 +92,12 @@ def zero_shot_sets(params: Params, load: EmbeddingLoader, label: str) -> dict:
     return out
 
 
-def all_metrics(params: Params, load: EmbeddingLoader, label: str, indices: IndexLoader | None = None) -> dict:
+def all_metrics(params: Params, load: EmbeddingLoader, label: str, indices: IndexLoader | None = None,
+                settings: SearchSettings = EXACT) -> dict:
     """Image-image (+ merged), image-text and zero-shot metrics of one encoder's embeddings."""
     return {"k": params.eval.k,
-            "image_image": image_image(params, load, label, indices),
-            "image_image_merged": merged(params, load, label) if params.eval.merged else {},
+            "image_image": image_image(params, load, label, indices, settings),
+            "image_image_merged": merged(params, load, label, settings) if params.eval.merged else {},
             "image_text": image_text_sets(params, load, label),
             "zero_shot": zero_shot_sets(params, load, label)}
 
@@ -102,7 +107,10 @@ def main(args: argparse.Namespace) -> None:
     faiss.omp_set_num_threads(max(1, params.runtime.threads))
     record = pio.read_json(paths.train_record(args.method))
     indices = lambda name: faiss.read_index(str(paths.index(args.method) / f"{name}.faiss"))  # noqa: E731
-    result = {"method": args.method, **all_metrics(params, stored_embeddings(args.method), args.method, indices),
+    settings = search_settings(params)
+    result = {"method": args.method,
+              **all_metrics(params, stored_embeddings(args.method), args.method, indices, settings),
+              "search": {"index": params.index.kind, **settings.record(params.index.kind)},
               "selection": {"select_on": record["config"]["select_on"], **record["selected"]},
               "train_seconds": record["seconds"], "steps": record["steps"],
               **{key: record.get(key) for key in ("optimizer_steps", "target_batches", "schedule")}}

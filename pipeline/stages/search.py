@@ -21,6 +21,7 @@ from pipeline.config import EvalSetCfg, Params, load_params
 from pipeline.lib import retrieval
 from pipeline.lib.images import decode_image
 from pipeline.stages.common import eval_sets
+from pipeline.stages.searching import search_settings
 
 
 def pick_set(params: Params, name: str | None) -> tuple[str, EvalSetCfg]:
@@ -89,9 +90,10 @@ def gallery_rows(method: str, cfg: EvalSetCfg) -> pl.DataFrame:
     return table.select("id", "label", "path").join(names, on="label", how="left", maintain_order="left")
 
 
-def results(index: faiss.Index, query: np.ndarray, k: int, nprobe: int, rows: pl.DataFrame) -> pl.DataFrame:
+def results(index: faiss.Index, query: np.ndarray, k: int, settings: retrieval.SearchSettings,
+            rows: pl.DataFrame) -> pl.DataFrame:
     """The top-k rows for the query, best first: rank, score, label, class name, path."""
-    scores, ids = retrieval.search(index, query, k, nprobe=nprobe)
+    scores, ids = retrieval.search(index, query, k, settings=settings)
     found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
     hits = pl.DataFrame({"rank": range(1, len(found) + 1), "id": [i for i, _ in found],
                          "score": [s for _, s in found]}, schema={"rank": pl.Int64, "id": pl.Int64, "score": pl.Float64})
@@ -120,7 +122,8 @@ def main(args: argparse.Namespace) -> None:
         raise ValueError(f"the index of set '{name}' does not hold the images of the embeddings table: "
                          f"rerun `python -m pipeline index {args.method}`")
     query = image_query(args.method, args.image, params) if args.image else text_query(args.text, params)
-    table = results(index, query, args.k, params.index.nprobe, rows)
+    # one query: FAISS on the CPU (copying the gallery to a GPU would cost more than the search)
+    table = results(index, query, args.k, search_settings(params, device="cpu"), rows)
     where = "/".join(p for p in (cfg.dataset, cfg.index_split or cfg.split, cfg.subset) if p)
     print(f"{args.method}, set {name} ({where}, {index.ntotal} images), query "
           + (f"image {args.image}" if args.image else f"text {args.text!r}"))
