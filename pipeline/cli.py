@@ -6,11 +6,14 @@ runs, so `--help` and the light stages do not pay torch's start-up time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
+import signal
 import sys
 import time
+from typing import Iterator
 
 from pipeline.commands import COMMANDS, Command, Exclusive, Option
 
@@ -49,6 +52,40 @@ def param_overrides(args: argparse.Namespace) -> list[str]:
     return [] if args.threads is None else [f"runtime.threads={args.threads}"]
 
 
+class Stopped(SystemExit):
+    """SIGTERM (a SLURM time limit, Snakemake cancelling a job, `kill`) raised as an exception, like
+    SIGINT's KeyboardInterrupt, so `finally` blocks run and no temporary output stays behind."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signal = signal.Signals(signum).name
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    def stop(signum: int, _frame: object) -> None:
+        raise Stopped(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def error_line(err: BaseException) -> str:
+    """The error's own message. One raised in a DataLoader worker comes back as
+    "Caught X in DataLoader worker process N.\nOriginal Traceback ...\n<module>.X: <message>"
+    (torch's ExceptionWrapper): keep only the original message, not the worker's traceback."""
+    text = str(err)
+    if not (text.startswith("Caught ") and "\nOriginal Traceback" in text):
+        return text
+    kind = type(err)
+    name = kind.__qualname__ if kind.__module__ in ("builtins", "__main__") else f"{kind.__module__}.{kind.__qualname__}"
+    _, found, message = text.rpartition(f"\n{name}: ")
+    return message.strip() if found else text
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     command = COMMANDS[args.stage]
@@ -59,9 +96,14 @@ def main(argv: list[str] | None = None) -> None:
     entry = getattr(importlib.import_module(command.module), command.entry)
     start = time.time()
     try:
-        entry(args)
+        with stop_on_sigterm():
+            entry(args)
     except (FileNotFoundError, ValueError, RuntimeError) as err:  # ConfigError is a ValueError
-        print(f"error [{args.stage}]: {err}", file=sys.stderr)
+        print(f"error [{args.stage}]: {error_line(err)}", file=sys.stderr)
         sys.exit(1)
+    except (Stopped, KeyboardInterrupt) as stop:
+        name = stop.signal if isinstance(stop, Stopped) else "SIGINT"
+        print(f"error [{args.stage}]: stopped by {name}; its unfinished outputs were removed", file=sys.stderr)
+        sys.exit(128 + signal.Signals[name].value)
     if command.reports_time:
         print(f"[{args.stage}] done in {time.time() - start:.1f} s", file=sys.stderr)

@@ -1,7 +1,15 @@
 """Stage-side I/O: atomic writes, manifests and embedding tables in Parquet, JSON reports.
 
-Every artifact is written to a temporary sibling and renamed into place, so a failed or killed
-stage leaves either the old artifact or nothing, never half a file.
+Every artifact is written to a temporary and renamed into place, so a failed or killed stage leaves
+either the old artifact or nothing, never half a file (docs/pipeline.md#faults-and-atomic-outputs):
+
+- temporaries live in `data/.tmp/` (on the same filesystem, so the rename is atomic), never inside
+  a folder that a stage depends on (data/prepared, data/embeddings, data/eval): a half-written
+  one there would change DVC's hash of that dependency and rerun its consumers;
+- their names carry the owning process and host (`.<name>.<pid>.<host>.<random>.tmp`): one left by
+  a killed run (SIGKILL, a lost node) is removed by the next write once no such process lives;
+- they are created with the permissions the umask allows (0644 files, 0755 folders by default), as
+  a plain `open` or `mkdir` would: tempfile's 0600 / 0700 would hide results from a colleague.
 """
 from __future__ import annotations
 
@@ -9,8 +17,10 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import socket
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,20 +29,96 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import paths
+
 MANIFEST = "manifest.parquet"
+SCRATCH = paths.DATA / ".tmp"  # outputs under construction; removed when empty
+_OWNED = re.compile(r"^\..+\.(?P<pid>\d+)\.(?P<host>[A-Za-z0-9-]+)\.[0-9a-f]{8}\.tmp$")
+
+
+def _host() -> str:
+    """This machine's name as it can appear in a file name (letters, digits, '-')."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "localhost"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def sweep_stale(folder: Path | str) -> list[Path]:
+    """Remove the temporaries in `folder` whose owner, a process on this host, is gone (a killed
+    run's); those of live processes and of other hosts (a shared filesystem) are left alone."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    host = _host()
+    for entry in entries:
+        owner = _OWNED.match(entry.name)
+        if owner and owner["host"] == host and not _alive(int(owner["pid"])):
+            _remove(Path(entry.path))
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _sweep_unowned(dest: Path) -> None:
+    """Temporaries of earlier versions (tempfile's `.<name>.XXXXXXXX.tmp`, no owner recorded) next to `dest`."""
+    unowned = re.compile(rf"^\.{re.escape(dest.name)}\.[a-z0-9_]{{8}}\.tmp$")
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(dest.parent):
+            if unowned.match(entry.name):
+                _remove(Path(entry.path))
+
+
+def _scratch_for(dest: Path) -> Path:
+    """data/.tmp when `dest` is inside this project on data/'s filesystem, else `dest`'s own folder."""
+    if not paths.DATA.is_dir() or not Path(os.path.abspath(dest)).is_relative_to(Path.cwd()):
+        return dest.parent
+    return SCRATCH if os.stat(paths.DATA).st_dev == os.stat(dest.parent).st_dev else dest.parent
+
+
+def _create(folder: Path, dest: Path, directory: bool, attempts: int = 5) -> Path:
+    """A new, empty temporary for `dest` in `folder`, with the umask's permissions."""
+    for attempt in range(attempts):
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{dest.name}.{os.getpid()}.{_host()}.{secrets.token_hex(4)}.tmp"
+        try:
+            if directory:
+                os.mkdir(tmp)
+            else:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except (FileNotFoundError, FileExistsError):  # data/.tmp just removed by another run as empty
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager
 def atomic_path(dest: Path | str, directory: bool = False) -> Iterator[Path]:
-    """Yield a temporary path next to `dest`; move it onto `dest` only if the block succeeds."""
+    """Yield a new temporary path (a file, or a folder with `directory`); move it onto `dest` only
+    if the block succeeds, and remove it otherwise (an exception, SIGINT, SIGTERM through the CLI)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        os.close(fd)
-        tmp = Path(name)
+    folder = _scratch_for(dest)
+    sweep_stale(folder)
+    if not Path(os.path.abspath(dest.parent)).is_relative_to(os.path.abspath(SCRATCH)):
+        _sweep_unowned(dest)  # (inside an output under construction there is nothing old to sweep)
+    tmp = _create(folder, dest, directory)
     try:
         yield tmp
         if directory and dest.exists():
@@ -40,7 +126,10 @@ def atomic_path(dest: Path | str, directory: bool = False) -> Iterator[Path]:
         os.replace(tmp, dest)
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+            _remove(tmp)
+        if folder == SCRATCH:
+            with contextlib.suppress(OSError):
+                SCRATCH.rmdir()  # only when empty: other runs may be writing
 
 
 def write_json(data: Any, dest: Path | str) -> None:

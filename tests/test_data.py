@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.lib.data import ImageDataset, StepBatches, random_crop_flip, step_generator
-from pipeline.lib.images import ImageError, decode_image, eval_view
+from pipeline.cli import error_line
+from pipeline.lib.data import ImageDataset, StepBatches, eval_loader, random_crop_flip, step_generator
+from pipeline.lib.images import ImageError, check_image, decode_image, eval_view
+from tests.conftest import ROOT, tool_env
+from tests.test_sources import bomb_png
 
 
 def png(mode: str, size=(40, 30)) -> bytes:
@@ -31,6 +36,53 @@ def test_corrupt_image_error_names_the_file(tmp_path: Path) -> None:
         decode_image(str(bad))
     with pytest.raises(ImageError, match="cat_017"):
         ImageDataset([b"garbage"], 8, names=["cat_017.png"])[0]
+
+
+def test_a_decompression_bomb_is_an_image_error_naming_the_file(tmp_path: Path) -> None:
+    bomb = bomb_png(tmp_path / "bomb.png")
+    for check in (decode_image, check_image):
+        with pytest.raises(ImageError, match=f"cannot decode image {bomb}: DecompressionBombError: Image size "
+                                             r"\(225000000 pixels\) exceeds limit"):
+            check(str(bomb))
+
+
+def test_only_the_decode_check_catches_a_truncated_jpeg(tmp_path: Path) -> None:
+    ok = tmp_path / "ok.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(ok, quality=90)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(ok.read_bytes()[:ok.stat().st_size // 2])
+    check_image(str(ok), "decode")
+    check_image(str(cut), "open")  # the header is intact: Image.verify() does not decode a JPEG
+    with pytest.raises(ImageError, match=f"cannot decode image {cut}: OSError: image file is truncated"):
+        check_image(str(cut), "decode")
+    with pytest.raises(ImageError, match="truncated"):
+        decode_image(str(cut))  # what training would have met hours later
+
+
+def test_a_bad_file_met_by_a_dataloader_worker_is_named_in_one_line(tmp_path: Path) -> None:
+    good = tmp_path / "good.png"
+    Image.new("RGB", (20, 20)).save(good)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    sources = [str(good), str(bad)]
+    with pytest.raises(ImageError) as caught:
+        for _ in eval_loader(sources, 16, batch_size=1, num_workers=1, names=["good.png", "bad.jpg"]):
+            pass
+    assert "DataLoader worker" in str(caught.value) and "Traceback" in str(caught.value)  # torch's wrapping
+    line = error_line(caught.value)
+    assert line.startswith(f"cannot decode image {bad}: ") and "\n" not in line
+    assert error_line(ValueError("plain message")) == "plain message"
+
+
+def test_search_names_an_oversized_query_image_in_one_line(tmp_path: Path, tiny_params_file: Path) -> None:
+    bomb = bomb_png(tmp_path / "bomb.png")
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "search", "pretrained", "--image", str(bomb),
+                           "--params", str(tiny_params_file)], cwd=tmp_path, capture_output=True, text=True,
+                          env={**tool_env(), "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == (f"error [search]: cannot decode image {bomb}: DecompressionBombError: Image size "
+                                   "(225000000 pixels) exceeds limit of 178956970 pixels, could be decompression bomb "
+                                   "DOS attack.")
 
 
 def test_eval_view_resizes_shorter_side_then_centre_crops() -> None:

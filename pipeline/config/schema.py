@@ -29,11 +29,17 @@ class DownloadCfg:
     """One file of a dataset's release: fetched with resume and retries, checked, extracted if an archive."""
     url: str = MISSING
     sha256: Optional[str] = None  # checked when given; else the digest of what arrived is recorded and printed
+    md5: Optional[str] = None     # checked when given (for publishers that give only an MD5, e.g. iNaturalist)
     size: Optional[int] = None    # bytes, checked when given
-    filename: Optional[str] = None  # name to save as (default: the URL's last part)
+    filename: Optional[str] = None  # a bare file name to save as (default: the URL's last part)
 
 
-VERIFY_MODES = ("open", "exists", "none")  # datasets.<name>.verify_images: how hard `prepare` checks images
+def is_bare_name(name: str) -> bool:
+    """A file name with no folder in it (a download is saved under it, inside data/downloads/<name>/)."""
+    return name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+
+
+VERIFY_MODES = ("decode", "open", "exists", "none")  # datasets.<name>.verify_images: how hard `prepare` checks images
 
 
 @dataclass
@@ -59,8 +65,8 @@ class DatasetCfg:
     keep_splits: Optional[list[str]] = None  # keep only these splits (e.g. [test] of an image-text set)
     val_class_fraction: float = 0.2   # class-disjoint validation share of the training classes
     test_class_fraction: float = 0.5  # class-disjoint test share, for datasets that come without a split
-    verify_images: str = "open"   # open (parse every header) | exists | none
-    skip_corrupt: bool = False    # count and skip unreadable images instead of failing
+    verify_images: str = "decode"  # decode (every image, as training will) | open (headers only) | exists | none
+    skip_corrupt: bool = False    # count and skip unreadable or oversized images instead of failing
 
 
 @dataclass

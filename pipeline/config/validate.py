@@ -5,7 +5,7 @@ import dataclasses
 
 from pipeline.config.keys import ConfigError, suggestion, unknown_key
 from pipeline.config.methods import recipes
-from pipeline.config.schema import DatasetCfg, FewShotSettings, FinetuneCfg, INDEX_DEVICES, Params, VERIFY_MODES
+from pipeline.config.schema import DatasetCfg, FewShotSettings, FinetuneCfg, INDEX_DEVICES, Params, VERIFY_MODES, is_bare_name
 from pipeline.lib import retention
 from pipeline.lib.recipes import FEWSHOT_METHODS, SUITE_WIDE
 from pipeline.sources.registry import SOURCES
@@ -83,8 +83,12 @@ def _validate_dataset(name: str, ds: DatasetCfg) -> None:
     for i, d in enumerate(ds.downloads):
         _require(d.url.startswith(("http://", "https://", "ftp://", "file://")), f"{key}.downloads.{i}.url",
                  f"must be an http(s), ftp or file URL, got {d.url!r}")
-        _require(d.sha256 is None or (len(d.sha256) == 64 and all(c in "0123456789abcdefABCDEF" for c in d.sha256)),
-                 f"{key}.downloads.{i}.sha256", "must be 64 hex digits")
+        for field, digits in (("sha256", 64), ("md5", 32)):
+            value = getattr(d, field)
+            _require(value is None or (len(value) == digits and all(c in "0123456789abcdefABCDEF" for c in value)),
+                     f"{key}.downloads.{i}.{field}", f"must be {digits} hex digits")
+        _require(d.filename is None or is_bare_name(d.filename), f"{key}.downloads.{i}.filename",
+                 f"must be a bare file name (no folder, not '.' or '..'), got {d.filename!r}")
 
 
 def _validate_fewshot(params: Params) -> None:

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 from hydra.utils import get_method
-from PIL import Image
 from tqdm import tqdm
 
 from pipeline import paths
 from pipeline.config import ConfigError, DatasetCfg
-from pipeline.lib.images import ImageError
+from pipeline.config.schema import is_bare_name
+from pipeline.lib.images import CHECK_MODES, ImageError, check_image
 from pipeline.lib.splits import class_disjoint_split
 from pipeline.sources import download as dl
 from pipeline.sources import formats  # noqa: F401 - the readers the registry names
@@ -40,29 +40,56 @@ def download_url(url: str, mirror: str | None) -> str:
     return f"{mirror.rstrip('/')}/{url.rsplit('/', 1)[-1]}" if mirror else url
 
 
+def _file_names(name: str, cfg: DatasetCfg) -> list[str]:
+    """The name each download is saved as: bare names, all different (checked before any transfer)."""
+    names = []
+    for i, item in enumerate(cfg.downloads):
+        file = item.filename or download_url(item.url, cfg.mirror).rsplit("/", 1)[-1].split("?")[0]
+        if not is_bare_name(file) or file in names:
+            why = "the same name as another download" if file in names else "not a bare file name"
+            raise ConfigError(f"datasets.{name}.downloads.{i}.filename: {file!r} is {why}; set `filename`")
+        names.append(file)
+    return names
+
+
+def _unpack(name: str, got: dl.Fetched, files: Path) -> None:
+    """Extract an archive into files/<stem>/ (or copy a plain file there). A corrupt archive that
+    was not pinned is removed, so the next run downloads it again instead of failing on it forever."""
+    filename = got.path.name
+    if not dl.is_archive(filename):
+        shutil.copyfile(got.path, files / filename)
+        return
+    stem = filename
+    for suffix in dl.ARCHIVE_SUFFIXES:
+        stem = stem.removesuffix(suffix)
+    try:
+        dl.extract(got.path, files / stem)
+    except dl.CorruptArchive as err:
+        if got.pinned:
+            raise dl.DownloadError(f"datasets.{name}: {err}, yet it matches its pinned checksum: the published file "
+                                   "is damaged or the pin is wrong") from None
+        dl.forget(got.path)
+        raise dl.DownloadError(f"datasets.{name}: {err}: corrupt, removed; the next run downloads it again") from None
+
+
 def fetch_all(name: str, cfg: DatasetCfg) -> tuple[Path, list[dict[str, Any]]]:
     """Download (or reuse) every file of `datasets.<name>.downloads`, extract the archives, and
     return the folder holding them all plus what was fetched (for the manifest's metadata)."""
+    names = _file_names(name, cfg)
     folder = paths.downloads(name)
     files = folder / "files"
     files.mkdir(parents=True, exist_ok=True)
     fetched = []
-    for item in cfg.downloads:
+    for item, filename in zip(cfg.downloads, names):
         url = download_url(item.url, cfg.mirror)
-        filename = item.filename or url.rsplit("/", 1)[-1].split("?")[0]
         try:
-            got = dl.download(url, folder / filename, item.sha256, item.size, retries=cfg.download_retries)
+            got = dl.download(url, folder / filename, item.sha256, item.size, md5=item.md5,
+                              retries=cfg.download_retries)
         except dl.DownloadError as err:
             raise dl.DownloadError(f"datasets.{name}: {err}\n  Without network access: fetch it elsewhere and set "
                                    f"datasets.{name}.root to the extracted folder (or datasets.{name}.mirror to a "
                                    "reachable copy).") from None
-        if dl.is_archive(filename):
-            stem = filename
-            for suffix in dl.ARCHIVE_SUFFIXES:
-                stem = stem.removesuffix(suffix)
-            dl.extract(got.path, files / stem)
-        else:
-            shutil.copyfile(got.path, files / filename)
+        _unpack(name, got, files)
         fetched.append({"url": url, "file": filename, "sha256": got.sha256, "bytes": got.size, "pinned": got.pinned})
     return files, fetched
 
@@ -135,27 +162,37 @@ def apply_split_files(frame: pl.DataFrame, folder: Path, name: str) -> pl.DataFr
 
 
 # ------------------------------------------------------------------------------ image check
+CHECK_WINDOW = 4096  # images in flight at once: a pending task costs ~1.6 KiB, ImageNet has 1.3 M of them
+
+
 def _problem(path: Path, mode: str) -> str | None:
     if not path.is_file():
         return "missing"
-    if mode == "open":
+    if mode in CHECK_MODES:
         try:
-            with Image.open(path) as img:
-                img.verify()
-        except Exception as err:  # noqa: BLE001 - any failure to parse is a corrupt image
-            return f"unreadable ({type(err).__name__})"
+            check_image(str(path), mode)
+        except ImageError as err:
+            return f"unreadable ({str(err).removeprefix(f'cannot decode image {path}: ')})"
     return None
 
 
 def check_images(base: Path, rel_paths: list[str], mode: str, workers: int = 8) -> dict[str, str]:
-    """{relative path: problem} for images that are missing or cannot be parsed."""
+    """{relative path: problem} for images that are missing or cannot be read (`mode`: decode, open,
+    exists, none). PIL releases the GIL while it decodes, so threads run in parallel; at most
+    CHECK_WINDOW images are submitted at a time, whatever the dataset's size."""
     if mode == "none":
         return {}
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(tqdm(pool.map(lambda p: _problem(base / p, mode), rel_paths, chunksize=256),
-                            total=len(rel_paths), desc="check images", unit="img", leave=False,
-                            disable=len(rel_paths) < 2000))
-    return {p: r for p, r in zip(rel_paths, results) if r is not None}
+    problems: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            tqdm(total=len(rel_paths), desc=f"check images ({mode})", unit="img", leave=False,
+                 disable=len(rel_paths) < 2000) as bar:
+        for start in range(0, len(rel_paths), CHECK_WINDOW):
+            window = rel_paths[start:start + CHECK_WINDOW]
+            for rel, problem in zip(window, pool.map(lambda p: _problem(base / p, mode), window)):
+                if problem is not None:
+                    problems[rel] = problem
+            bar.update(len(window))
+    return problems
 
 
 # ------------------------------------------------------------------------------ the manifest

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import pickle
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -136,9 +137,17 @@ class DiskResume:
         self.file = self.folder / f"{key}.pt"
 
     def load(self, device: torch.device) -> dict[str, Any] | None:
+        """The saved state, read with torch's weights-only unpickler: tensors and plain Python values
+        only, so a planted file cannot run code (a pickle's `__reduce__` would, with weights_only=False)."""
         if self.file.is_file():
             print(f"[finetune] resuming from {self.file}")
-            return torch.load(self.file, map_location=device, weights_only=False)
+            try:
+                return torch.load(self.file, map_location=device, weights_only=True)
+            except pickle.UnpicklingError as err:
+                why = next((line.strip() for line in str(err).splitlines() if line.startswith(("Trying", "Unsupported"))),
+                           "not a plain state")
+                raise ValueError(f"{self.file} holds more than tensors and plain values, so it was not loaded ({why}); "
+                                 "delete it to start the run afresh") from None
         if self.folder.exists():
             shutil.rmtree(self.folder)  # state of a different configuration: not ours to resume
         return None

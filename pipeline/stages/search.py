@@ -55,13 +55,16 @@ def image_query(method: str, image: str, params: Params) -> np.ndarray:
     from pipeline.lib.embedding import View, embed_sources
     from pipeline.stages.encoders import load_method_visual
 
-    file = Path(image)
-    if not file.is_file():
-        raise FileNotFoundError(f"no image file {file}")
-    decode_image(str(file))  # an undecodable file fails here with its name, before any model loads
     set_threads(params.runtime.threads)
     visual, spec = load_method_visual(method, "cpu")
-    return embed_sources(visual, [str(file)], View.of(spec), torch.device("cpu"), 1, names=[str(file)])
+    return embed_sources(visual, [image], View.of(spec), torch.device("cpu"), 1, names=[image])
+
+
+def check_query_image(image: str) -> None:
+    """An unreadable or oversized query image fails with its name before any index or model loads."""
+    if not Path(image).is_file():
+        raise FileNotFoundError(f"no image file {image}")
+    decode_image(image)
 
 
 def text_query(text: str, params: Params) -> np.ndarray:
@@ -114,6 +117,8 @@ def main(args: argparse.Namespace) -> None:
         raise ValueError(f"unknown method '{args.method}' (methods: {', '.join(params.methods)})")
     if args.k < 1:
         raise ValueError(f"-k must be at least 1 (got {args.k})")
+    if args.image:
+        check_query_image(args.image)
     name, cfg = pick_set(params, args.set)
     index = load_index(args.method, name)
     faiss.omp_set_num_threads(max(1, params.runtime.threads))
