@@ -44,7 +44,7 @@ def test_the_paper_preset_runs_end_to_end_on_tiny_real_formats(tmp_path: Path) -
     overrides = [f"datasets.{name}.root={tmp_path / 'datasets' / name}" for name in names] + [
         f"teacher.model=local-dir:{model}", "teacher.pretrained=null",
         "runtime.threads=2", "runtime.num_workers=0", "features.batch_size=32", "roles.generic_val_fraction=0.5",
-        "finetune.steps=4", "finetune.batch_size=8", "finetune.train_resize=36", "finetune.validations=5",
+        "finetune.steps=4", "finetune.batch_size=8", "finetune.train_resize=36",
         "finetune.checkpoint_every=2", "fewshot.shots=[1]", "fewshot.repeats=1", "fewshot.settings.steps=5",
     ]
     project = committed_project(tmp_path / "paper", overrides)

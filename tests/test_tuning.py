@@ -101,7 +101,11 @@ def test_the_committed_choices_are_the_configured_values(compare_params: Path) -
     recorded = json.loads((ROOT / "reports" / "tuning.json").read_text())
     assert recorded["experiment"] == "embedded"
     params = load_params(compare_params)
-    assert set(recorded["methods"]) == set(params.tuning), "run `python -m pipeline tune` for every method"
+    assert set(recorded["methods"]) <= set(params.tuning)
+    not_tuned = [m for m in params.tuning if m not in recorded["methods"]]
+    if not_tuned:  # a method without a record is named as such where the choices are shown
+        assert f"Not tuned yet (their configured values were not chosen by this rule): {', '.join(not_tuned)}." \
+            in (ROOT / "reports" / "tuning.md").read_text()
     for method, rec in recorded["methods"].items():
         assert rec["key"] == list(params.tuning[method].knobs), method
         assert {"grid", "chosen", "extensions", "stopped", "runs", "finalists"} <= set(rec), method

@@ -103,7 +103,8 @@ def write(params: Params, state: dict[str, Any]) -> None:
 
     pio.write_json({"experiment": params.experiment, **state}, paths.tuning())
     with pio.atomic_path(paths.tuning_md()) as tmp:
-        tmp.write_text(markdown(state.get("methods", {})))
+        methods = state.get("methods", {})
+        tmp.write_text(markdown(methods, [m for m in params.tuning if m not in methods]))
 
 
 def check_learning_rate(params: Params, state: dict[str, Any], wanted: list[str]) -> None:

@@ -21,7 +21,8 @@ def method_lines(method: str, rec: dict[str, Any]) -> list[str]:
             f"- **chosen: {_point(rec['chosen'])}** after {rec['runs']} fine-tuning runs", ""]
 
 
-def markdown(methods: dict[str, dict]) -> str:
+def markdown(methods: dict[str, dict], not_tuned: list[str] = ()) -> str:
+    """`not_tuned`: methods with a grid but no record yet; their configured values are unvalidated."""
     lines = ["# Tuning: one rule for every method, on validation", "",
              "Criterion: the selected checkpoint's mean of target-val and replay-val mAP@k (`select_on: all`). "
              "Rule (docs/protocol.md#tuning): the whole grid with seed 0; an edge choice extends its knob one step "
@@ -30,6 +31,8 @@ def markdown(methods: dict[str, dict]) -> str:
     for method, rec in methods.items():
         lines.append(f"| {method} | {', '.join(rec['key'])} | {_point(rec['chosen'])} | {rec['runs']} | "
                      f"{len(rec['extensions'])} | {rec['stopped']} |")
+    if not_tuned:
+        lines += ["", f"Not tuned yet (their configured values were not chosen by this rule): {', '.join(not_tuned)}."]
     lines.append("")
     for method, rec in methods.items():
         lines += method_lines(method, rec)
