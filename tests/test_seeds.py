@@ -96,3 +96,23 @@ def test_win_shares_count_cells_and_matched_adaptation_reads_the_curve() -> None
     assert matched_adaptation({"delta_in_domain": 15.0, "delta_x": -5.0}, curve) == \
         {"x": pytest.approx(-5.0 + 7.0), "beyond_naive_gain": False}  # WiSE-FT at gain 15: -7
     assert matched_adaptation({"delta_in_domain": 25.0, "delta_x": -5.0}, curve)["beyond_naive_gain"] is True
+
+
+def test_the_report_draws_no_spread_from_a_table_without_this_run(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A seeds.json collected before the results changed (another world, another λ) is not drawn."""
+    from pipeline.stages.seeds import seed_table
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reports").mkdir()
+    now = {"naive": {"delta_in_domain": 4.0}, "infuse": {"delta_in_domain": 3.0}}
+    table = {"naive": {"delta_in_domain": {"mean": 4.5, "std": 0.5, "n": 2}}}
+    runs = {"0/0": {"rev": "r0", "methods": now}, "0/1": {"rev": "r1", "methods": {"naive": {"delta_in_domain": 5.0}}}}
+    (tmp_path / "reports" / "seeds.json").write_text(json.dumps({"experiment": "embedded", "runs": runs,
+                                                                 "summary": table}))
+    assert seed_table("embedded", ((0, 0), now)) == table
+    assert seed_table("embedded", ((0, 1), {"naive": {"delta_in_domain": 5.0}})) == table
+    changed = {"naive": {"delta_in_domain": 4.2}, "infuse": {"delta_in_domain": 3.0}}
+    assert seed_table("embedded", ((0, 0), changed)) is None
+    assert seed_table("embedded", ((0, 2), now)) is None       # a seed the table never saw
+    assert seed_table("other", ((0, 0), now)) is None

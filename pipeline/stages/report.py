@@ -91,7 +91,7 @@ def main(args: argparse.Namespace) -> None:
     info = details(params, results, summary, wise_file)
     pio.write_json({"summary": summary}, paths.metrics())
     pio.write_json(info, paths.details())
-    seeds = seed_table(params.experiment)
+    seeds = seed_table(params.experiment, ((params.seed, params.finetune.seed), summary))
     plot_deltas(summary, paths.deltas_figure(), seeds)
     plot_retention(summary, info["wise_ft"], params.wise_ft.base, paths.retention_figure(), seeds)
     fs = pio.read_json(paths.fewshot()) if paths.fewshot().is_file() else {}

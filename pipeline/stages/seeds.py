@@ -140,8 +140,11 @@ def main(args: argparse.Namespace) -> None:
     print("the report's plots draw this spread from its next run: `dvc repro -f -s report`")
 
 
-def seed_table(experiment: str) -> dict[str, dict[str, dict[str, float]]] | None:
-    """method → Δ → {mean, std, n} of `reports/seeds.json` when it was collected for `experiment`."""
+def seed_table(experiment: str, run: tuple[Key, dict[str, dict[str, float]]] | None = None
+               ) -> dict[str, dict[str, dict[str, float]]] | None:
+    """method → Δ → {mean, std, n} of `reports/seeds.json` when it was collected for `experiment` and,
+    given `run` ((teacher seed, fine-tuning seed), its summary), holds that very run: a table collected
+    before the data, the world or a method changed is not drawn beside today's numbers."""
     if not paths.seeds_json().is_file():
         return None
     data = pio.read_json(paths.seeds_json())
@@ -149,4 +152,16 @@ def seed_table(experiment: str) -> dict[str, dict[str, dict[str, float]]] | None
         print(f"[report] {paths.seeds_json()} is not for experiment '{experiment}' (rerun `python -m pipeline seeds`): "
               "plots without seed spread")
         return None
+    if run is not None and not _holds(data.get("runs", {}).get(f"{run[0][0]}/{run[0][1]}"), run[1]):
+        print(f"[report] {paths.seeds_json()} does not hold this run's numbers (collected before a change; rerun "
+              "`python -m pipeline seeds`): plots without seed spread")
+        return None
     return data["summary"]
+
+
+def _holds(recorded: dict[str, Any] | None, summary: dict[str, dict[str, float]], tol: float = 1e-3) -> bool:
+    """Whether a seeds.json row has this summary's Δs (metrics.json rounds them to 3 decimals)."""
+    if not recorded:
+        return False
+    return all(abs(value - summary.get(method, {}).get(delta, math.inf)) <= tol
+               for method, row in recorded["methods"].items() for delta, value in row.items())
