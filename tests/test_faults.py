@@ -188,7 +188,7 @@ def start_teacher(project: Path, **popen) -> tuple[subprocess.Popen, Path]:
 @pytest.mark.slow
 def test_a_stopped_stage_leaves_no_temporary_and_a_killed_ones_is_swept(project: Path) -> None:
     run([sys.executable, "-m", "pipeline", "configure", "experiment=tiny", "teacher.steps=3000"], project)
-    run([str(BIN / "dvc"), "repro", "--single-item", "prepare@web"], project)
+    run([str(BIN / "dvc"), "repro", "prepare@web"], project)
     before = dvc_status(project)
     for sig, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
         proc, _ = start_teacher(project)
