@@ -62,13 +62,24 @@ def test_the_rule_extends_until_interior_then_chooses_by_the_mean_of_the_best_tw
 
     def criterion(point, seed):  # peaks at λ = 1000 (beyond the grid), seed 1 prefers the runner-up
         calls.append((point, seed))
-        score = {0.0: 0.1, 1.0: 0.2, 10.0: 0.3, 100.0: 0.4, 1000.0: 0.5, 10000.0: 0.45}[point[0]]
-        return score + (0.2 if seed == 1 and point[0] == 10000.0 else 0.0)
+        score = {0.0: 0.1, 1.0: 0.2, 10.0: 0.3, 100.0: 0.4, 1000.0: 0.5, 10000.0: 0.35}[point[0]]
+        return score + (0.35 if seed == 1 and point[0] == 100.0 else 0.0)
 
     out = tune([Knob("lambda_x", [0.0, 1.0, 10.0])], criterion)
     assert [e["value"] for e in out.extensions] == [100.0, 1000.0, 10000.0] and out.stopped.startswith("interior")
-    assert set(out.finalists) == {(1000.0,), (10000.0,)} and out.chosen == (10000.0,)  # by the mean over 3 seeds
+    assert set(out.finalists) == {(100.0,), (1000.0,)} and out.chosen == (100.0,)  # by the mean over 3 seeds
     assert len(calls) == len(set(calls)) == out.runs == 6 + 2 * 2  # each (point, seed) once
+
+
+def test_a_choice_that_wins_on_an_edge_by_the_mean_over_seeds_extends_that_knob_too() -> None:
+    def criterion(point, seed):  # seed 0 prefers lr 0.01 (interior); seeds 1 and 2 prefer the lower edge and below
+        if seed == 0:
+            return {0.00095: 0.3, 0.003: 0.5, 0.01: 0.6, 0.03: 0.1}[point[0]]
+        return {0.00095: 0.9, 0.003: 0.8, 0.01: 0.4}[point[0]]
+
+    out = tune([Knob("lr", [0.003, 0.01, 0.03], step=3.1623)], criterion)
+    assert [e["value"] for e in out.extensions] == [0.00095] and out.stopped.startswith("interior")
+    assert out.chosen == (0.003,) and set(out.finalists) == {(0.003,), (0.01,)}  # 0.00095 lost on seed 0
 
 
 def test_an_edge_after_three_extensions_stops_and_says_so() -> None:

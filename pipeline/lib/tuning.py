@@ -5,7 +5,9 @@
 2. While the best point sits on an edge of a knob's values, that knob is extended one step beyond the
    edge (× step above, ÷ step below; below λ = 0 there is nothing, so a weaker non-zero λ is tried:
    the smallest positive value ÷ step), and the new points are run; at most `max_extensions` rounds.
-3. The best two points rerun with the other seeds; the choice is the best mean criterion.
+3. The best two points rerun with the other seeds; the choice is the best mean criterion. A choice on
+   an edge is no choice: its knobs extend as in 2 (the same budget of rounds) and the rule goes on
+   from 2, so a finalist that wins only by the mean over seeds is bracketed too.
 
 Pure logic: `run(point, seed)` (the caller's fine-tune) returns the criterion.
 """
@@ -34,6 +36,7 @@ class Outcome:
     stopped: str = ""             # why the grid stopped growing
     finalists: dict[Point, float] = field(default_factory=dict)  # the best two: mean criterion over seeds
     chosen: Point = ()
+    rounds: int = 0               # extension rounds used
 
     @property
     def runs(self) -> int:
@@ -70,30 +73,37 @@ def _score(outcome: Outcome, run: Callable[[Point, int], float], points: list[Po
             outcome.scores[(point, seed)] = run(point, seed)
 
 
+def _extend(outcome: Outcome, point: Point, max_extensions: int) -> bool:
+    """Extend every knob `point` sits on an edge of by one step (one round); False, with the reason the
+    grid stopped, when `point` is interior or the rounds are spent."""
+    steps = [(knob, ext) for knob, value in zip(outcome.knobs, point) if (ext := extension(knob, value)) is not None]
+    if not steps:
+        outcome.stopped = "interior: the best point is inside the grid"
+        return False
+    if outcome.rounds == max_extensions:
+        outcome.stopped = f"still on an edge after {max_extensions} extensions ({'; '.join(w for _, (_, w) in steps)})"
+        return False
+    for knob, (value, why) in steps:
+        value = float(f"{value:.2g}")  # 3.2e-3, not 3.1623e-3: a grid a reader can quote
+        knob.values = sorted({*knob.values, value})
+        outcome.extensions.append({"key": knob.key, "value": value, "why": why})
+    outcome.rounds += 1
+    return True
+
+
 def tune(knobs: list[Knob], run: Callable[[Point, int], float], seeds: tuple[int, ...] = (0, 1, 2),
          max_extensions: int = 3, finalists: int = 2) -> Outcome:
     """The rule above; `run` is called once per (point, seed) it needs."""
     outcome = Outcome([Knob(k.key, sorted(k.values), k.step) for k in knobs])
-    for round_ in range(max_extensions + 1):
+    while True:
         points = grid(outcome.knobs)
         _score(outcome, run, points, seeds[0])
-        top = best(outcome, points, seeds[0])
-        steps = [(knob, extension(knob, value)) for knob, value in zip(outcome.knobs, top)]
-        steps = [(knob, ext) for knob, ext in steps if ext is not None]
-        if not steps:
-            outcome.stopped = "interior: the best point is inside the grid"
-            break
-        if round_ == max_extensions:
-            outcome.stopped = f"still on an edge after {max_extensions} extensions ({'; '.join(w for _, (_, w) in steps)})"
-            break
-        for knob, (value, why) in steps:
-            value = float(f"{value:.2g}")  # 3.2e-3, not 3.1623e-3: a grid a reader can quote
-            knob.values = sorted({*knob.values, value})
-            outcome.extensions.append({"key": knob.key, "value": value, "why": why})
-    points = grid(outcome.knobs)
-    ranked = sorted(points, key=lambda p: (-outcome.scores[(p, seeds[0])], points.index(p)))[:finalists]
-    for seed in seeds[1:]:
-        _score(outcome, run, ranked, seed)
-    outcome.finalists = {p: mean(outcome.scores[(p, s)] for s in seeds) for p in ranked}
-    outcome.chosen = max(ranked, key=lambda p: (outcome.finalists[p], -ranked.index(p)))
-    return outcome
+        if _extend(outcome, best(outcome, points, seeds[0]), max_extensions):
+            continue
+        ranked = sorted(points, key=lambda p: (-outcome.scores[(p, seeds[0])], points.index(p)))[:finalists]
+        for seed in seeds[1:]:
+            _score(outcome, run, ranked, seed)
+        outcome.finalists = {p: mean(outcome.scores[(p, s)] for s in seeds) for p in ranked}
+        outcome.chosen = max(ranked, key=lambda p: (outcome.finalists[p], -ranked.index(p)))
+        if not _extend(outcome, outcome.chosen, max_extensions):
+            return outcome

@@ -2,7 +2,8 @@
 
 The rule (`pipeline.lib.tuning`, docs/protocol.md#tuning): the whole grid of `tuning.<method>.knobs`
 with the first fine-tuning seed; an edge choice extends its knob one step beyond (at most three
-rounds); the best two points rerun with seeds 1 and 2, and the best mean criterion is the choice. A
+rounds); the best two points rerun with seeds 1 and 2, and the best mean criterion is the choice (a
+choice on an edge extends too, from the same rounds). A
 point is a full fine-tune with the library's loop (`pipeline.lib.training.loop`), in this process, at
 `select_on: all` (the mean of target-val and replay-val mAP@k); nothing reads a test split.
 
