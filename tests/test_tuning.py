@@ -82,6 +82,14 @@ def test_a_choice_that_wins_on_an_edge_by_the_mean_over_seeds_extends_that_knob_
     assert out.chosen == (0.003,) and set(out.finalists) == {(0.003,), (0.01,)}  # 0.00095 lost on seed 0
 
 
+def test_an_earlier_finalist_stays_in_the_running_when_the_extension_enters_the_best_two() -> None:
+    seed0 = {0.00095: 0.55, 0.003: 0.5, 0.01: 0.6, 0.03: 0.1}   # the extension beats 0.003 on seed 0 ...
+    later = {0.00095: 0.45, 0.003: 0.8, 0.01: 0.4}              # ... but 0.003 keeps the best mean
+    out = tune([Knob("lr", [0.003, 0.01, 0.03], step=3.1623)], lambda p, s: (seed0 if s == 0 else later)[p[0]])
+    assert set(out.finalists) == {(0.00095,), (0.003,), (0.01,)} and out.chosen == (0.003,)
+    assert out.stopped.startswith("interior") and out.runs == 4 + 3 * 2
+
+
 def test_an_edge_after_three_extensions_stops_and_says_so() -> None:
     out = tune([Knob("lr", [1.0, 2.0], step=2.0)], lambda p, s: p[0])   # always wants more
     assert len(out.extensions) == 3 and "still on an edge" in out.stopped and out.chosen == (16.0,)

@@ -7,7 +7,8 @@
    the smallest positive value ÷ step), and the new points are run; at most `max_extensions` rounds.
 3. The best two points rerun with the other seeds; the choice is the best mean criterion. A choice on
    an edge is no choice: its knobs extend as in 2 (the same budget of rounds) and the rule goes on
-   from 2, so a finalist that wins only by the mean over seeds is bracketed too.
+   from 2, so a finalist that wins only by the mean over seeds is bracketed too; the finalists of an
+   earlier round stay in the running beside the new best two.
 
 Pure logic: `run(point, seed)` (the caller's fine-tune) returns the criterion.
 """
@@ -101,6 +102,7 @@ def tune(knobs: list[Knob], run: Callable[[Point, int], float], seeds: tuple[int
         if _extend(outcome, best(outcome, points, seeds[0]), max_extensions):
             continue
         ranked = sorted(points, key=lambda p: (-outcome.scores[(p, seeds[0])], points.index(p)))[:finalists]
+        ranked += [p for p in outcome.finalists if p not in ranked]  # an earlier finalist keeps its mean in the running
         for seed in seeds[1:]:
             _score(outcome, run, ranked, seed)
         outcome.finalists = {p: mean(outcome.scores[(p, s)] for s in seeds) for p in ranked}
