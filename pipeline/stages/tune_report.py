@@ -26,7 +26,8 @@ def markdown(methods: dict[str, dict], not_tuned: list[str] = ()) -> str:
     lines = ["# Tuning: one rule for every method, on validation", "",
              "Criterion: the selected checkpoint's mean of target-val and replay-val mAP@k (`select_on: all`). "
              "Rule (docs/protocol.md#tuning): the whole grid with seed 0; an edge choice extends its knob one step "
-             "(at most 3 rounds); the best two points rerun with seeds 1 and 2; the best mean is chosen.", "",
+             "(at most 3 rounds); the best two points (and earlier finalists) rerun with seeds 1 and 2; the best "
+             "mean is chosen, and a choice on an edge extends as well.", "",
              "| method | knobs | chosen | runs | extensions | stopped |", "|---|---|---|---|---|---|"]
     for method, rec in methods.items():
         lines.append(f"| {method} | {', '.join(rec['key'])} | {_point(rec['chosen'])} | {rec['runs']} | "
