@@ -35,7 +35,7 @@ class Outcome:
     scores: dict[tuple[Point, int], float] = field(default_factory=dict)  # (point, seed) → criterion
     extensions: list[dict] = field(default_factory=list)  # {key, value, why}
     stopped: str = ""             # why the grid stopped growing
-    finalists: dict[Point, float] = field(default_factory=dict)  # the best two: mean criterion over seeds
+    finalists: dict[Point, float] = field(default_factory=dict)  # the best two (+ earlier finalists): mean over seeds
     chosen: Point = ()
     rounds: int = 0               # extension rounds used
 
@@ -63,9 +63,9 @@ def extension(knob: Knob, value: float) -> tuple[float, str] | None:
     return positive[0] / knob.step, f"{knob.key} = 0 best: a weaker non-zero value is tried"
 
 
-def best(outcome: Outcome, points: list[Point], seed: int) -> Point:
-    """The point with the highest criterion at `seed`; ties go to the first in grid order."""
-    return max(points, key=lambda p: (outcome.scores[(p, seed)], -points.index(p)))
+def ranking(outcome: Outcome, points: list[Point], seed: int) -> list[Point]:
+    """The points by criterion at `seed`, best first; ties go to the first in grid order."""
+    return sorted(points, key=lambda p: (-outcome.scores[(p, seed)], points.index(p)))
 
 
 def _score(outcome: Outcome, run: Callable[[Point, int], float], points: list[Point], seed: int) -> None:
@@ -99,9 +99,9 @@ def tune(knobs: list[Knob], run: Callable[[Point, int], float], seeds: tuple[int
     while True:
         points = grid(outcome.knobs)
         _score(outcome, run, points, seeds[0])
-        if _extend(outcome, best(outcome, points, seeds[0]), max_extensions):
+        if _extend(outcome, ranking(outcome, points, seeds[0])[0], max_extensions):
             continue
-        ranked = sorted(points, key=lambda p: (-outcome.scores[(p, seeds[0])], points.index(p)))[:finalists]
+        ranked = ranking(outcome, points, seeds[0])[:finalists]
         ranked += [p for p in outcome.finalists if p not in ranked]  # an earlier finalist keeps its mean in the running
         for seed in seeds[1:]:
             _score(outcome, run, ranked, seed)
