@@ -6,16 +6,15 @@ runs, so `--help` and the light stages do not pay torch's start-up time.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import logging
 import os
 import signal
 import sys
 import time
-from typing import Iterator
 
 from pipeline.commands import COMMANDS, Command, Exclusive, Option
+from pipeline.stop import Stopped, stop_on_signals
 
 
 def _add(parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup, option: Option) -> None:
@@ -52,27 +51,6 @@ def param_overrides(args: argparse.Namespace) -> list[str]:
     return [] if args.threads is None else [f"runtime.threads={args.threads}"]
 
 
-class Stopped(SystemExit):
-    """SIGTERM (a SLURM time limit, Snakemake cancelling a job, `kill`) raised as an exception, like
-    SIGINT's KeyboardInterrupt, so `finally` blocks run and no temporary output stays behind."""
-
-    def __init__(self, signum: int):
-        super().__init__(128 + signum)
-        self.signal = signal.Signals(signum).name
-
-
-@contextlib.contextmanager
-def stop_on_sigterm() -> Iterator[None]:
-    def stop(signum: int, _frame: object) -> None:
-        raise Stopped(signum)
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def error_line(err: BaseException) -> str:
     """The error's own message. One raised in a DataLoader worker comes back as
     "Caught X in DataLoader worker process N.\nOriginal Traceback ...\n<module>.X: <message>"
@@ -96,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     entry = getattr(importlib.import_module(command.module), command.entry)
     start = time.time()
     try:
-        with stop_on_sigterm():
+        with stop_on_signals():
             entry(args)
     except (FileNotFoundError, ValueError, RuntimeError) as err:  # ConfigError is a ValueError
         print(f"error [{args.stage}]: {error_line(err)}", file=sys.stderr)

@@ -169,6 +169,53 @@ def dvc_status(project: Path) -> dict:
     return json.loads(run([str(BIN / "dvc"), "status", "--json"], project).stdout)
 
 
+# Two places lose what a signal handler raises, and a stop must still happen: a finalizer (Python only
+# reports what a `__del__` raises), and a module being imported (a compiled extension's initialisation
+# turns it into an ImportError, which an optional import catches: torch's probe for triton).
+RUNS_ON = """
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+from pipeline.stop import Stopped, stop_on_signals
+try:
+    with stop_on_signals():
+        {body}
+        time.sleep(30)
+    print("ran on")
+except (Stopped, KeyboardInterrupt) as stop:
+    print("stopped by", type(stop).__name__)
+"""
+IN_A_FINALIZER = """class Finalized:
+            def __del__(self):
+                os.kill(os.getpid(), signal.{sig})
+                for _ in range(10_000):
+                    pass
+        Finalized()"""
+IN_AN_IMPORT = """try:
+            import extension_initialisation  # (written by the test)
+        except ImportError:
+            pass  # an optional feature: off"""
+EXTENSION_INITIALISATION = """import os, signal
+try:  # as pybind11 runs a compiled module's initialisation
+    os.kill(os.getpid(), signal.{sig})
+    for _ in range(10_000):
+        pass
+except BaseException as exc:
+    raise ImportError("initialization failed") from exc
+"""
+
+
+@pytest.mark.parametrize("where", ["finalizer", "import"])
+@pytest.mark.parametrize("sig, raised", [("SIGTERM", "Stopped"), ("SIGINT", "KeyboardInterrupt")])
+def test_a_signal_that_lands_where_python_loses_exceptions_still_stops_the_run(tmp_path: Path, where: str, sig: str,
+                                                                              raised: str) -> None:
+    (tmp_path / "extension_initialisation.py").write_text(EXTENSION_INITIALISATION.format(sig=sig))
+    body = (IN_A_FINALIZER if where == "finalizer" else IN_AN_IMPORT).format(sig=sig)
+    proc = subprocess.run([sys.executable, "-c", RUNS_ON.format(body=body), str(tmp_path)], capture_output=True,
+                          text=True, timeout=60, cwd=Path(__file__).parents[1])
+    assert proc.stdout.strip() == f"stopped by {raised}", proc.stderr
+    assert "Exception ignored" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
 def start_teacher(project: Path, **popen) -> tuple[subprocess.Popen, Path]:
     """`python -m pipeline teacher`, returned once its output is under construction in data/.tmp."""
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "teacher"], cwd=project,
