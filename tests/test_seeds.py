@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.stages.seeds import aggregate, collect, markdown, require_seeds
+from pipeline.stages.seeds import aggregate, collect, markdown, require_seeds, seeds_markdown
 from tests.conftest import run
 
 
@@ -52,6 +52,9 @@ def test_aggregate_is_mean_and_sample_std() -> None:
     assert table["infuse"]["delta_in_domain"]["std"] == 0.0
     text = markdown(table, "seeds 0, 1, 2")
     assert "+12.00 ± 2.00 (n=3)" in text and text.startswith("# seeds 0, 1, 2")
+    page = seeds_markdown(table, {"0": table, "1": table}, [0, 1, 2], 0)
+    assert page.startswith("# Summary Δs over fine-tuning seeds [0, 1, 2] (teacher seed 0)")
+    assert page.count("\n## Teacher seed ") == 2 and page.count("| method |") == 3  # every table has its heading
 
 
 @pytest.mark.parametrize("bad", [None, "nan", float("nan"), "x"])

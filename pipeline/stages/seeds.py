@@ -106,6 +106,14 @@ def markdown(table: dict[str, dict[str, dict[str, float]]], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seeds_markdown(table: dict, teachers: dict[str, dict], seeds: list[int], teacher_seed: int) -> str:
+    """seeds.md: the fine-tuning seeds' table, then one table per teacher seed under its own heading."""
+    text = markdown(table, f"Summary Δs over fine-tuning seeds {seeds} (teacher seed {teacher_seed})")
+    for t, t_table in teachers.items():
+        text += "\n#" + markdown(t_table, f"Teacher seed {t} (every fine-tuning seed run with it)")
+    return text
+
+
 def main(args: argparse.Namespace) -> None:
     import dvc.api
 
@@ -123,10 +131,7 @@ def main(args: argparse.Namespace) -> None:
     pio.write_json({"experiment": params.experiment, "seeds": sorted(fs for _, fs in finetuning),
                     "teacher_seed": params.seed, "runs": {f"{t}/{f}": r for (t, f), r in sorted(runs.items())},
                     "summary": table, "by_teacher_seed": teachers}, out / paths.seeds_json().name)
-    text = markdown(table, f"Summary Δs over fine-tuning seeds {sorted(fs for _, fs in finetuning)} "
-                           f"(teacher seed {params.seed})")
-    for t, t_table in teachers.items():
-        text += "\n" + markdown(t_table, f"Teacher seed {t} (every fine-tuning seed run with it)").split("\n", 2)[2]
+    text = seeds_markdown(table, teachers, sorted(fs for _, fs in finetuning), params.seed)
     with pio.atomic_path(out / paths.seeds_md().name) as tmp:
         tmp.write_text(text)
     if args.out:  # a suite's folder (reports/compare/): the comparison over its seeds
